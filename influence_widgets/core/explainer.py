@@ -1,0 +1,329 @@
+"""InfluenceExplainer: influence functions (Koh & Liang 2017) for a trained PyTorch model.
+
+Conventions kept by every method:
+
+* The training objective is R(theta) = (1/n) sum_i loss(z_i, theta) + (lambda/2) ||theta||^2,
+  lambda = ``weight_decay``, over the selected parameters theta (``params``); the rest are fixed.
+* H is the Hessian of R at the trained parameters, so it includes lambda I, plus ``damping`` I.
+* nabla L(z) is the gradient of the unregularised per-example loss.
+* I_up,loss(z, z_test) = -nabla L(z_test)^T H^-1 nabla L(z) (the paper's sign): positive means
+  upweighting z raises the test loss, so z is harmful; negative means helpful.
+* Removing z is upweighting by eps = -1/n (n and lambda unchanged), so the predicted change in
+  test loss is -I_up,loss / n.
+* Test points are rows, training points columns. Results are CPU tensors in the model's dtype.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .curvature import EigenvalueEstimate, TrainingHessian, lanczos_extremes
+from .data import TrainingData
+from .errors import InfluenceInputError, NonConvexWarning
+from .inputs import as_tensor, cast_inputs, cast_targets, check_feature_shape, check_finite, check_indices, check_pair
+from .objective import LossFn, Objective
+from .progress import progress_bar
+from .solvers import ExactSolver, SolveDiagnostics, make_solver, resolve_solver_name
+
+Measurement = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class CurvatureReport:
+    """Extreme eigenvalues of H (weight decay and damping included) and the damping they call for.
+
+    suggested_damping: the total damping that makes H positive definite with a 10 % margin,
+    damping + 1.1 |lambda_min| when lambda_min <= 0, else the current damping.
+    """
+
+    eigenvalues: EigenvalueEstimate
+    weight_decay: float
+    damping: float
+
+    @property
+    def is_positive_definite(self) -> bool:
+        return self.eigenvalues.lambda_min > 0
+
+    @property
+    def suggested_damping(self) -> float:
+        lam_min = self.eigenvalues.lambda_min
+        return self.damping if lam_min > 0 else self.damping + 1.1 * abs(lam_min)
+
+
+class InfluenceExplainer:
+    """Influence of every training point on test predictions of a trained model.
+
+    Args:
+        model: the trained ``torch.nn.Module``; deep-copied once, never modified.
+        loss_fn: ``loss_fn(outputs, targets) -> [b]`` per-example losses, e.g.
+            ``nn.CrossEntropyLoss(reduction="none")``; for one logit and BCE, squeeze the output:
+            ``lambda out, y: F.binary_cross_entropy_with_logits(out.squeeze(-1), y, reduction="none")``.
+        X_train, y_train: the training set the model was fit on, [n, *feature_shape] and [n, ...].
+        weight_decay: lambda in (lambda/2)||theta||^2, the regulariser the model was trained with.
+        solver: ``"auto"`` (exact up to 3000 parameters, else CG), ``"exact"``, ``"cg"`` or ``"lissa"``.
+        damping: added to the Hessian's diagonal; needed when the model is not convex.
+        params: parameter names or module prefixes that count (default: all with requires_grad).
+        solver_options: ``ExactOptions``/``CGOptions``/``LissaOptions`` or a dict of their fields.
+        batch_size: training points per chunk of per-example gradients and Hessian-vector products.
+        progress: show ``tqdm`` bars for work longer than a second.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        X_train: Any,
+        y_train: Any,
+        *,
+        weight_decay: float = 0.0,
+        solver: str = "auto",
+        damping: float = 0.0,
+        params: Sequence[str] | str | None = None,
+        solver_options: Any = None,
+        batch_size: int = 256,
+        progress: bool = True,
+    ) -> None:
+        for name, value in (("weight_decay", weight_decay), ("damping", damping)):
+            if not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
+                raise InfluenceInputError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InfluenceInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        x = as_tensor(X_train, "X_train")
+        y = as_tensor(y_train, "y_train")
+        check_pair(x, y, "X_train", "y_train")
+        self.objective = Objective(model, loss_fn, params)
+        check_finite(self.objective.theta, "the model's selected parameters")
+        self.solver_name = resolve_solver_name(solver, self.objective.size)
+        self.solver = make_solver(self.solver_name, solver_options, progress=progress)
+        if isinstance(self.solver, ExactSolver):
+            self.solver.check_size(self.objective.size)
+        self.weight_decay = float(weight_decay)
+        self.damping = float(damping)
+        self.batch_size = batch_size
+        self.progress = progress
+        dtype = self.objective.dtype
+        self.data = TrainingData(cast_inputs(x, dtype), cast_targets(y, dtype), self.objective.device)
+        self._check_model_and_loss(self.objective.loss_fn, "loss_fn")
+        self.hessian = TrainingHessian(
+            self.objective, self.data, self.weight_decay, self.damping, batch_size, progress=progress
+        )
+        self.diagnostics: list[SolveDiagnostics] = []
+        self._train_grads: torch.Tensor | None = None
+        self._s_test_cache: dict[tuple[Any, bytes], torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ checks
+
+    @property
+    def n_train(self) -> int:
+        return len(self.data)
+
+    @property
+    def n_params(self) -> int:
+        """p, the number of selected parameters."""
+        return self.objective.size
+
+    def _check_model_and_loss(self, fn: Measurement, fn_name: str) -> None:
+        """Run the model and ``fn`` on two training rows; explain what is wrong if that fails."""
+        x, y = self.data.take(torch.arange(min(2, self.n_train)))
+        try:
+            with torch.no_grad():
+                outputs = self.objective.outputs(x)
+        except Exception as error:  # the user's forward can raise anything
+            raise InfluenceInputError(
+                f"the model could not run on X_train rows of shape {tuple(x.shape[1:])}: {error}. "
+                "Pass the inputs in the form and preprocessing the model was trained on."
+            ) from error
+        try:
+            with torch.no_grad():
+                values = fn(outputs, y)
+        except Exception as error:
+            raise InfluenceInputError(
+                f"{fn_name}(outputs, targets) failed on outputs of shape {tuple(outputs.shape)} and targets of "
+                f"shape {tuple(y.shape)}: {error}"
+            ) from error
+        if not isinstance(values, torch.Tensor) or values.shape != (len(x),):
+            shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+            raise InfluenceInputError(
+                f"{fn_name} must return one value per example, shape ({len(x)},) for a batch of {len(x)}, but "
+                f"returned {shape}. Use reduction='none' (e.g. nn.CrossEntropyLoss(reduction='none')), and squeeze "
+                "a single output column (outputs.squeeze(-1)) for binary losses."
+            )
+
+    def _coerce_test(self, X_test: Any, y_test: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        x = as_tensor(X_test, "X_test")
+        y = as_tensor(y_test, "y_test")
+        if x.ndim == len(self.data.feature_shape):
+            x, y = x.unsqueeze(0), y.reshape(1, *y.shape)
+        check_pair(x, y, "X_test", "y_test")
+        check_feature_shape(x, self.data.feature_shape, "X_test")
+        dtype = self.objective.dtype
+        return cast_inputs(x, dtype), cast_targets(y, dtype)
+
+    # ------------------------------------------------------------------ gradients
+
+    def _per_example_grads(self, x: torch.Tensor, y: torch.Tensor, fn: Measurement | None, desc: str) -> torch.Tensor:
+        rows = []
+        starts = range(0, len(x), self.batch_size)
+        for start in progress_bar(starts, enabled=self.progress, desc=desc, total=len(starts)):
+            xb = x[start : start + self.batch_size].to(self.objective.device)
+            yb = y[start : start + self.batch_size].to(self.objective.device)
+            rows.append(self.objective.per_example_grads(xb, yb, fn))
+        return torch.cat(rows)
+
+    def train_gradients(self) -> torch.Tensor:
+        """G [n_train, p]: nabla_theta loss(z_i) of the unregularised loss, on the model's device; cached."""
+        if self._train_grads is None:
+            self._train_grads = self._per_example_grads(self.data.x, self.data.y, None, "train gradients")
+        return self._train_grads
+
+    def test_gradients(self, X_test: Any, y_test: Any, measurement: Measurement | None = None) -> torch.Tensor:
+        """[n_test, p]: nabla_theta of the test loss (or of ``measurement``) per test point, on the model's device."""
+        x, y = self._coerce_test(X_test, y_test)
+        if measurement is not None:
+            self._check_model_and_loss(measurement, "measurement")
+        return self._per_example_grads(x, y, measurement, "test gradients")
+
+    # ------------------------------------------------------------------ inverse-Hessian products
+
+    def inverse_hvp(self, vectors: torch.Tensor) -> torch.Tensor:
+        """H^-1 @ vectors for vectors [p, m] with the configured solver; diagnostics go to ``self.diagnostics``."""
+        if vectors.ndim != 2 or vectors.shape[0] != self.n_params:
+            raise InfluenceInputError(f"vectors must have shape [{self.n_params}, m], got {tuple(vectors.shape)}")
+        solution, diagnostics = self.solver.solve(self.hessian, vectors.to(self.objective.device, self.objective.dtype))
+        self.diagnostics.append(diagnostics)
+        return solution
+
+    def _test_keys(self, x: torch.Tensor, y: torch.Tensor, measurement: Measurement | None) -> list[tuple[Any, bytes]]:
+        x_np = x.detach().cpu().contiguous().numpy()
+        y_np = y.detach().cpu().contiguous().numpy()
+        return [
+            (measurement, hashlib.blake2b(x_np[i].tobytes() + y_np[i].tobytes(), digest_size=16).digest())
+            for i in range(len(x_np))
+        ]
+
+    def _s_test(self, x: torch.Tensor, y: torch.Tensor, measurement: Measurement | None) -> torch.Tensor:
+        keys = self._test_keys(x, y, measurement)
+        first_row_of_new_key: dict[tuple[Any, bytes], int] = {}
+        for row, key in enumerate(keys):
+            if key not in self._s_test_cache:
+                first_row_of_new_key.setdefault(key, row)
+        if first_row_of_new_key:
+            rows = torch.tensor(list(first_row_of_new_key.values()))
+            grads = self._per_example_grads(x[rows], y[rows], measurement, "test gradients")
+            solutions = self.inverse_hvp(grads.T).T
+            for key, solution in zip(first_row_of_new_key, solutions):
+                self._s_test_cache[key] = solution
+        return torch.stack([self._s_test_cache[key] for key in keys])
+
+    def s_test(self, X_test: Any, y_test: Any, measurement: Measurement | None = None) -> torch.Tensor:
+        """s_test = H^-1 nabla L(z_test) per test point, [n_test, p] (CPU); cached per test point."""
+        x, y = self._coerce_test(X_test, y_test)
+        if measurement is not None:
+            self._check_model_and_loss(measurement, "measurement")
+        return self._s_test(x, y, measurement).cpu()
+
+    # ------------------------------------------------------------------ influence
+
+    def influence(self, X_test: Any, y_test: Any, measurement: Measurement | None = None) -> torch.Tensor:
+        """I_up,loss(z_i, z_test) = -nabla L(z_test)^T H^-1 nabla L(z_i), shape [n_test, n_train].
+
+        The paper's sign: positive = harmful (upweighting z_i raises the test loss), negative =
+        helpful. No 1/n: divide by -n for the change on removal (``predicted_loss_change``). With a
+        ``measurement`` (e.g. ``measurements.predicted_class_logit``) it is the influence on that
+        quantity instead of the test loss.
+        """
+        x, y = self._coerce_test(X_test, y_test)
+        if measurement is not None:
+            self._check_model_and_loss(measurement, "measurement")
+        s_test = self._s_test(x, y, measurement)
+        return (-(s_test @ self.train_gradients().T)).cpu()
+
+    def predicted_loss_change(self, X_test: Any, y_test: Any, measurement: Measurement | None = None) -> torch.Tensor:
+        """Predicted change in each test loss if each training point were removed, [n_test, n_train].
+
+        Equals -I_up,loss / n (first order in eps = -1/n). Positive: removing the point would raise
+        the test loss, so the point was helpful.
+        """
+        return -self.influence(X_test, y_test, measurement) / self.n_train
+
+    def influence_params(self, train_indices: Any) -> torch.Tensor:
+        """I_up,params(z) = d theta / d eps = -H^-1 nabla L(z), shape [k, p] for k training points.
+
+        Removing z moves the parameters by about -I_up,params / n = H^-1 nabla L(z) / n.
+        """
+        idx = check_indices(train_indices, self.n_train, "train_indices")
+        grads = self.train_gradients()[idx.to(self.objective.device)]
+        return (-self.inverse_hvp(grads.T).T).cpu()
+
+    def influence_pert_loss(
+        self, X_test: Any, y_test: Any, train_indices: Any, measurement: Measurement | None = None
+    ) -> torch.Tensor:
+        """I_pert,loss(z, z_test) = -nabla L(z_test)^T H^-1 nabla_x nabla_theta L(z), [n_test, k, *x_shape].
+
+        The gradient of I_up,loss(z, z_test) with respect to the training input x of z (theta and H
+        held fixed). Moving the training input from x to x + delta and retraining changes the test
+        loss by about (1/n) delta . I_pert,loss, so a step along +I_pert,loss raises the test loss.
+        """
+        idx = check_indices(train_indices, self.n_train, "train_indices")
+        x_train, y_train = self.data.take(idx)
+        if not x_train.is_floating_point():
+            raise InfluenceInputError("I_pert,loss needs continuous inputs; X_train is not floating point")
+        x, y = self._coerce_test(X_test, y_test)
+        if measurement is not None:
+            self._check_model_and_loss(measurement, "measurement")
+        s_test = self._s_test(x, y, measurement)
+        rows = []
+        for direction in s_test:
+            chunks = [
+                self.objective.input_grads_of_score(
+                    x_train[start : start + self.batch_size], y_train[start : start + self.batch_size], -direction
+                )
+                for start in range(0, len(idx), self.batch_size)
+            ]
+            rows.append(torch.cat(chunks))
+        return torch.stack(rows).cpu()
+
+    def self_influence(self) -> torch.Tensor:
+        """I_up,loss(z_i, z_i) = -nabla L(z_i)^T H^-1 nabla L(z_i) for every training point, shape [n_train].
+
+        Non-positive when H is positive definite; rank by magnitude (larger = the point leans more on
+        itself, typical of mislabelled or atypical points). Costs n inverse-Hessian products.
+        """
+        grads = self.train_gradients()
+        values = []
+        starts = range(0, self.n_train, self.batch_size)
+        for start in progress_bar(starts, enabled=self.progress, desc="self-influence", total=len(starts)):
+            block = grads[start : start + self.batch_size]
+            values.append(-(self.inverse_hvp(block.T).T * block).sum(1))
+        return torch.cat(values).cpu()
+
+    # ------------------------------------------------------------------ curvature
+
+    def curvature(self, steps: int = 40, seed: int = 0) -> CurvatureReport:
+        """Extreme eigenvalues of H (weight decay and damping included); warns when H is not positive definite.
+
+        With the exact solver they come from the explicit Hessian, otherwise from ``steps`` Lanczos
+        iterations (each one Hessian-vector product over the training set).
+        """
+        if isinstance(self.solver, ExactSolver):
+            eigs = torch.linalg.eigvalsh(self.solver.hessian(self.hessian))
+            estimate = EigenvalueEstimate(float(eigs[0]), float(eigs[-1]), "eigvalsh", self.n_params)
+        else:
+            estimate = lanczos_extremes(self.hessian, steps=steps, seed=seed)
+        report = CurvatureReport(estimate, self.weight_decay, self.damping)
+        if not report.is_positive_definite:
+            warnings.warn(
+                f"the Hessian has a negative eigenvalue (about {estimate.lambda_min:.3g}): the model is not convex "
+                f"at these parameters. Use damping >= {report.suggested_damping:.3g} (the paper's rule: at least "
+                "the magnitude of the smallest eigenvalue).",
+                NonConvexWarning,
+                stacklevel=2,
+            )
+        return report

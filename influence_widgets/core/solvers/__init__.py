@@ -1,0 +1,64 @@
+"""Inverse-Hessian solvers behind one interface: ``solve(operator, rhs [p, m]) -> (x [p, m], diagnostics)``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import fields
+from typing import Any
+
+from ..errors import InfluenceInputError
+from .base import SolveDiagnostics, Solver
+from .cg import CGSolver
+from .exact import ExactSolver
+from .lissa import LissaSolver
+from .options import CGOptions, ExactOptions, LissaOptions
+
+SOLVERS = {"exact": (ExactSolver, ExactOptions), "cg": (CGSolver, CGOptions), "lissa": (LissaSolver, LissaOptions)}
+AUTO_EXACT_MAX_PARAMS = 3000
+
+
+def resolve_solver_name(name: str, n_params: int) -> str:
+    """``"auto"`` becomes ``"exact"`` up to 3000 parameters, where one factorisation serves every
+    test point, and ``"cg"`` above; other names are checked and returned as given."""
+    if not isinstance(name, str) or (name not in SOLVERS and name != "auto"):
+        raise InfluenceInputError(f"unknown solver {name!r}; choose one of 'auto', 'exact', 'cg', 'lissa'")
+    if name == "auto":
+        return "exact" if n_params <= AUTO_EXACT_MAX_PARAMS else "cg"
+    return name
+
+
+def make_solver(name: str, options: Any = None, progress: bool = False) -> Solver:
+    """Build a solver from its name and options (an options dataclass, a dict of its fields, or None)."""
+    solver_cls, options_cls = SOLVERS[name]
+    if options is None:
+        options = options_cls()
+    elif isinstance(options, Mapping):
+        known = {f.name for f in fields(options_cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise InfluenceInputError(
+                f"unknown option(s) {unknown} for solver {name!r}; valid options are {sorted(known)}"
+            )
+        options = options_cls(**options)
+    elif not isinstance(options, options_cls):
+        raise InfluenceInputError(
+            f"solver {name!r} takes {options_cls.__name__}, got {type(options).__name__}; "
+            f"pass {options_cls.__name__}(...) or a dict of its fields"
+        )
+    if name == "exact":
+        return solver_cls(options)
+    return solver_cls(options, progress=progress)
+
+
+__all__ = [
+    "CGOptions",
+    "CGSolver",
+    "ExactOptions",
+    "ExactSolver",
+    "LissaOptions",
+    "LissaSolver",
+    "SolveDiagnostics",
+    "Solver",
+    "make_solver",
+    "resolve_solver_name",
+]

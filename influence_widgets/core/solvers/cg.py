@@ -1,0 +1,93 @@
+"""Matrix-free conjugate gradients on several right-hand sides at once."""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+import torch
+
+from ..curvature import HessianOperator
+from ..errors import ConvergenceWarning, SolverDivergedError
+from ..progress import progress_counter
+from .base import SolveDiagnostics
+from .options import CGOptions
+
+
+def default_rtol(dtype: torch.dtype) -> float:
+    return 1e-8 if dtype == torch.float64 else 1e-5
+
+
+class CGSolver:
+    """Each column of rhs runs its own CG recursion; the Hessian-vector products of the
+    still-unconverged columns are batched into one pass over the training set."""
+
+    name = "cg"
+
+    def __init__(self, options: CGOptions | None = None, progress: bool = False) -> None:
+        self.options = options or CGOptions()
+        self.progress = progress
+
+    def solve(self, operator: HessianOperator, rhs: torch.Tensor) -> tuple[torch.Tensor, SolveDiagnostics]:
+        start = time.perf_counter()
+        rtol = self.options.rtol if self.options.rtol is not None else default_rtol(rhs.dtype)
+        x = torch.zeros_like(rhs)
+        residual = rhs.clone()
+        direction = residual.clone()
+        rhs_norm = torch.linalg.vector_norm(rhs, dim=0)
+        rs = (residual * residual).sum(0)
+        history: list[torch.Tensor] = []
+        safe_norm = rhs_norm.clamp_min(torch.finfo(rhs.dtype).tiny)
+        active = torch.sqrt(rs) > rtol * rhs_norm
+        iterations = 0
+        products = 0
+        bar = progress_counter(enabled=self.progress, desc="conjugate gradients", total=self.options.max_iter)
+        try:
+            while bool(active.any()) and iterations < self.options.max_iter:
+                cols = active.nonzero().squeeze(1)
+                p_active = direction[:, cols]
+                hp = operator.matvec(p_active)
+                products += cols.numel()
+                curvature = (p_active * hp).sum(0)
+                if bool((curvature <= 0).any()):
+                    raise SolverDivergedError(
+                        f"CG met non-positive curvature p^T H p = {float(curvature.min()):.3g} at iteration "
+                        f"{iterations + 1}: the Hessian is not positive definite. Add damping (at least the "
+                        "magnitude of the smallest eigenvalue, see InfluenceExplainer.curvature()) or raise "
+                        "weight_decay."
+                    )
+                alpha = rs[cols] / curvature
+                x[:, cols] += alpha * p_active
+                residual[:, cols] -= alpha * hp
+                rs_new = (residual[:, cols] ** 2).sum(0)
+                beta = rs_new / rs[cols]
+                direction[:, cols] = residual[:, cols] + beta * p_active
+                rs[cols] = rs_new
+                iterations += 1
+                relative = torch.sqrt(rs) / safe_norm
+                history.append(relative.max())
+                active = relative > rtol
+                bar.update(1)
+        finally:
+            bar.close()
+        residuals = torch.stack(history).cpu().numpy() if history else np.zeros(0)
+        worst = float(residuals[-1]) if residuals.size else 0.0
+        converged = not bool(active.any())
+        diagnostics = SolveDiagnostics(
+            solver=self.name,
+            n_rhs=rhs.shape[1],
+            converged=converged,
+            iterations=iterations,
+            seconds=time.perf_counter() - start,
+            hessian_vector_products=products,
+            residuals=residuals,
+        )
+        if not converged:
+            message = (
+                f"CG stopped after {iterations} iterations at relative residual {worst:.2e} > rtol {rtol:.1e}; "
+                "raise CGOptions(max_iter=...), add damping to improve the conditioning, or use solver='exact'"
+            )
+            diagnostics.warnings.append(message)
+            warnings.warn(message, ConvergenceWarning, stacklevel=4)
+        return x, diagnostics

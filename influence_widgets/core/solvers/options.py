@@ -1,0 +1,77 @@
+"""Solver settings as small frozen dataclasses with documented defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import InfluenceInputError
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise InfluenceInputError(message)
+
+
+@dataclass(frozen=True)
+class ExactOptions:
+    """Explicit Hessian, factorised once in float64 and reused for every right-hand side.
+
+    max_params: refuse models with more selected parameters than this (the Hessian has p^2 entries).
+    block: Hessian columns built per pass over the training set.
+    """
+
+    max_params: int = 5000
+    block: int = 128
+
+    def __post_init__(self) -> None:
+        _require(self.max_params >= 1, f"ExactOptions.max_params must be >= 1, got {self.max_params}")
+        _require(self.block >= 1, f"ExactOptions.block must be >= 1, got {self.block}")
+
+
+@dataclass(frozen=True)
+class CGOptions:
+    """Matrix-free conjugate gradients on all right-hand sides at once.
+
+    rtol: stop a column when ||H x - b|| <= rtol ||b||; None means 1e-8 in float64, 1e-5 in float32.
+    max_iter: iteration cap; each iteration is one Hessian-vector product per unconverged column.
+    """
+
+    rtol: float | None = None
+    max_iter: int = 1000
+
+    def __post_init__(self) -> None:
+        _require(self.rtol is None or 0 < self.rtol < 1, f"CGOptions.rtol must lie in (0, 1), got {self.rtol}")
+        _require(self.max_iter >= 1, f"CGOptions.max_iter must be >= 1, got {self.max_iter}")
+
+
+@dataclass(frozen=True)
+class LissaOptions:
+    """The stochastic LiSSA estimator (Agarwal et al. 2017) as used by Koh & Liang.
+
+    Recursion: h_0 = v, h_j = v + h_{j-1} - (H_B h_{j-1}) / scale with H_B a minibatch
+    estimate of H; the estimate of H^-1 v is h_depth / scale, averaged over ``repeats``.
+    scale: must exceed lambda_max(H) / 2; None picks 1.1 x a Lanczos estimate of lambda_max.
+    depth: recursion steps; None picks enough for the slowest direction to shrink by 1e-3,
+        from scale / (weight_decay + damping), capped at ``max_depth``.
+    batch_size: training points per minibatch Hessian-vector product.
+    tail_fraction: average the estimate over this last fraction of the recursion to cut the
+        minibatch noise (0 keeps only the last step, as in the paper's code).
+    """
+
+    scale: float | None = None
+    depth: int | None = None
+    repeats: int = 1
+    batch_size: int = 512
+    max_depth: int = 10000
+    tail_fraction: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.scale is None or self.scale > 0, f"LissaOptions.scale must be > 0, got {self.scale}")
+        _require(self.depth is None or self.depth >= 1, f"LissaOptions.depth must be >= 1, got {self.depth}")
+        _require(self.repeats >= 1, f"LissaOptions.repeats must be >= 1, got {self.repeats}")
+        _require(self.batch_size >= 1, f"LissaOptions.batch_size must be >= 1, got {self.batch_size}")
+        _require(self.max_depth >= 1, f"LissaOptions.max_depth must be >= 1, got {self.max_depth}")
+        _require(
+            0 <= self.tail_fraction < 1, f"LissaOptions.tail_fraction must lie in [0, 1), got {self.tail_fraction}"
+        )

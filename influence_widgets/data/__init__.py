@@ -1,0 +1,25 @@
+"""Built-in data sets, small models and trainers used by the demo, notebooks and tests."""
+
+from .datasets import Split, load_digits
+from .models import (
+    LogisticRegression,
+    SmallCNN,
+    binary_logistic_per_example,
+    cross_entropy_per_example,
+    squared_error_per_example,
+)
+from .training import fit_adam, fit_lbfgs, gradient_norm, objective_value
+
+__all__ = [
+    "LogisticRegression",
+    "SmallCNN",
+    "Split",
+    "binary_logistic_per_example",
+    "cross_entropy_per_example",
+    "fit_adam",
+    "fit_lbfgs",
+    "gradient_norm",
+    "load_digits",
+    "objective_value",
+    "squared_error_per_example",
+]
