@@ -15,8 +15,8 @@ from ..curvature import EigenvalueEstimate, HessianOperator
 class SolveDiagnostics:
     """What a solve did, as data that a report or widget can draw.
 
-    residuals: CG's relative residual ||H x - b|| / ||b|| per iteration, the worst column
-        (exact: one entry, the residual of the float64 solve).
+    residuals: CG's relative residual ||H x - b|| / ||b|| per iteration, the worst column; the
+        last entry is the true residual, recomputed from x (exact: one entry, of the float64 solve).
     estimate_norms: LiSSA's ||h_j / scale|| per recorded step, averaged over columns.
     """
 

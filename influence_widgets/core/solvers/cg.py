@@ -15,6 +15,9 @@ from .base import SolveDiagnostics
 from .options import CGOptions
 
 
+_MAX_RESTARTS = 2
+
+
 def default_rtol(dtype: torch.dtype) -> float:
     return 1e-8 if dtype == torch.float64 else 1e-5
 
@@ -33,42 +36,28 @@ class CGSolver:
         start = time.perf_counter()
         rtol = self.options.rtol if self.options.rtol is not None else default_rtol(rhs.dtype)
         x = torch.zeros_like(rhs)
-        residual = rhs.clone()
-        direction = residual.clone()
         rhs_norm = torch.linalg.vector_norm(rhs, dim=0)
-        rs = (residual * residual).sum(0)
-        history: list[torch.Tensor] = []
         safe_norm = rhs_norm.clamp_min(torch.finfo(rhs.dtype).tiny)
-        active = torch.sqrt(rs) > rtol * rhs_norm
-        iterations = 0
-        products = 0
+        residual = rhs.clone()
+        active = rhs_norm > 0
+        history: list[torch.Tensor] = []
+        iterations = products = 0
         bar = progress_counter(enabled=self.progress, desc="conjugate gradients", total=self.options.max_iter)
         try:
-            while bool(active.any()) and iterations < self.options.max_iter:
-                cols = active.nonzero().squeeze(1)
-                p_active = direction[:, cols]
-                hp = operator.matvec(p_active)
-                products += cols.numel()
-                curvature = (p_active * hp).sum(0)
-                if bool((curvature <= 0).any()):
-                    raise SolverDivergedError(
-                        f"CG met non-positive curvature p^T H p = {float(curvature.min()):.3g} at iteration "
-                        f"{iterations + 1}: the Hessian is not positive definite. Add damping (at least the "
-                        "magnitude of the smallest eigenvalue, see InfluenceExplainer.curvature()) or raise "
-                        "weight_decay."
-                    )
-                alpha = rs[cols] / curvature
-                x[:, cols] += alpha * p_active
-                residual[:, cols] -= alpha * hp
-                rs_new = (residual[:, cols] ** 2).sum(0)
-                beta = rs_new / rs[cols]
-                direction[:, cols] = residual[:, cols] + beta * p_active
-                rs[cols] = rs_new
-                iterations += 1
-                relative = torch.sqrt(rs) / safe_norm
+            for restart in range(_MAX_RESTARTS + 1):
+                iterations, products = self._iterate(
+                    operator, x, residual, active, safe_norm, rtol, history, iterations, products, bar
+                )
+                # The recursive residual drifts from b - Hx in finite precision: check the true one.
+                if restart == _MAX_RESTARTS or iterations >= self.options.max_iter:
+                    break
+                residual = rhs - operator.matvec(x)
+                products += rhs.shape[1]
+                relative = torch.linalg.vector_norm(residual, dim=0) / safe_norm
                 history.append(relative.max())
                 active = relative > rtol
-                bar.update(1)
+                if not bool(active.any()):
+                    break
         finally:
             bar.close()
         residuals = torch.stack(history).cpu().numpy() if history else np.zeros(0)
@@ -91,3 +80,33 @@ class CGSolver:
             diagnostics.warnings.append(message)
             warnings.warn(message, ConvergenceWarning, stacklevel=4)
         return x, diagnostics
+
+    def _iterate(self, operator, x, residual, active, safe_norm, rtol, history, iterations, products, bar):
+        """CG from the current x and residual (both updated in place) until every column converges."""
+        direction = residual.clone()
+        rs = (residual * residual).sum(0)
+        while bool(active.any()) and iterations < self.options.max_iter:
+            cols = active.nonzero().squeeze(1)
+            p_active = direction[:, cols]
+            hp = operator.matvec(p_active)
+            products += cols.numel()
+            curvature = (p_active * hp).sum(0)
+            if bool((curvature <= 0).any()):
+                raise SolverDivergedError(
+                    f"CG met non-positive curvature p^T H p = {float(curvature.min()):.3g} at iteration "
+                    f"{iterations + 1}: the Hessian is not positive definite. Add damping (at least the "
+                    "magnitude of the smallest eigenvalue, see InfluenceExplainer.curvature()) or raise "
+                    "weight_decay."
+                )
+            alpha = rs[cols] / curvature
+            x[:, cols] += alpha * p_active
+            residual[:, cols] -= alpha * hp
+            rs_new = (residual[:, cols] ** 2).sum(0)
+            direction[:, cols] = residual[:, cols] + (rs_new / rs[cols]) * p_active
+            rs[cols] = rs_new
+            iterations += 1
+            relative = torch.sqrt(rs) / safe_norm
+            history.append(relative.max())
+            active &= relative > rtol
+            bar.update(1)
+        return iterations, products
