@@ -36,8 +36,15 @@ def binary_logreg() -> Trained:
     split = load_digits((1, 7), dtype=torch.float64, seed=0)
     model = LogisticRegression(64, 2).double()
     fit_lbfgs(model, binary_logistic_per_example, split.X_train, split.y_train, WEIGHT_DECAY)
-    return Trained(model, binary_logistic_per_example, split.X_train, split.y_train, split.X_test[:8],
-                   split.y_test[:8], WEIGHT_DECAY)
+    return Trained(
+        model,
+        binary_logistic_per_example,
+        split.X_train,
+        split.y_train,
+        split.X_test[:8],
+        split.y_test[:8],
+        WEIGHT_DECAY,
+    )
 
 
 @pytest.fixture(scope="session")

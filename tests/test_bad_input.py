@@ -33,8 +33,11 @@ def test_mismatched_sample_counts(setup):
 
 def test_feature_shape_of_test_data(setup):
     model, x, y = setup
-    with pytest.raises(InfluenceInputError, match=r"X_test has per-sample shape \(5,\) but the training inputs have "
-                                                  r"\(4,\); pass test data with the same features"):
+    with pytest.raises(
+        InfluenceInputError,
+        match=r"X_test has per-sample shape \(5,\) but the training inputs have "
+        r"\(4,\); pass test data with the same features",
+    ):
         make(model, x, y).influence(torch.randn(2, 5), y[:2])
 
 
@@ -59,8 +62,13 @@ def test_nan_or_infinite_data(setup, where):
             make(model, x, y).influence(bad, y[:2])
     else:
         with pytest.raises(InfluenceInputError, match=r"y_train contains 1 NaN"):
-            InfluenceExplainer(nn.Linear(4, 1), lambda o, t: (o.squeeze(-1) - t) ** 2, x,
-                               torch.where(torch.arange(20) == 5, float("nan"), 1.0), progress=False)
+            InfluenceExplainer(
+                nn.Linear(4, 1),
+                lambda o, t: (o.squeeze(-1) - t) ** 2,
+                x,
+                torch.where(torch.arange(20) == 5, float("nan"), 1.0),
+                progress=False,
+            )
 
 
 def test_nan_in_parameters(setup):
@@ -79,8 +87,11 @@ def test_empty_training_set(setup):
 
 def test_loss_that_does_not_return_one_value_per_example(setup):
     model, x, y = setup
-    with pytest.raises(InfluenceInputError, match=r"loss_fn must return one value per example, shape \(2,\).*"
-                                                  r"returned \(\)\. Use reduction='none'"):
+    with pytest.raises(
+        InfluenceInputError,
+        match=r"loss_fn must return one value per example, shape \(2,\).*"
+        r"returned \(\)\. Use reduction='none'",
+    ):
         InfluenceExplainer(model, nn.CrossEntropyLoss(), x, y, progress=False)
 
 
@@ -94,8 +105,11 @@ def test_no_trainable_parameters(setup):
 
 def test_unknown_parameter_name(setup):
     model, x, y = setup
-    with pytest.raises(InfluenceInputError, match=r"unknown parameter name 'fc'; the model's parameters are "
-                                                  r"\['0.weight', '0.bias'\]"):
+    with pytest.raises(
+        InfluenceInputError,
+        match=r"unknown parameter name 'fc'; the model's parameters are "
+        r"\['0.weight', '0.bias'\]",
+    ):
         make(model, x, y, params=["fc"])
 
 
@@ -141,8 +155,11 @@ def test_exact_refuses_a_model_too_large_and_names_the_solver_to_use(setup):
 def test_training_indices_out_of_range(setup):
     model, x, y = setup
     ex = make(model, x, y)
-    with pytest.raises(InfluenceInputError, match=r"train_indices contains \[20\], out of range for 20 points; "
-                                                  r"use indices in \[0, 19\]"):
+    with pytest.raises(
+        InfluenceInputError,
+        match=r"train_indices contains \[20\], out of range for 20 points; "
+        r"use indices in \[0, 19\]",
+    ):
         ex.influence_params([0, 20])
     with pytest.raises(InfluenceInputError, match=r"train_indices contains \[-1\]"):
         ex.influence_pert_loss(x[:1], y[:1], [-1])

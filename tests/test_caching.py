@@ -9,8 +9,9 @@ from influence_widgets import InfluenceExplainer
 
 def test_repeated_test_points_are_not_solved_again(multiclass_logreg):
     t = multiclass_logreg
-    ex = InfluenceExplainer(t.model, t.loss_fn, t.X_train, t.y_train, weight_decay=t.weight_decay,
-                            solver="cg", progress=False)
+    ex = InfluenceExplainer(
+        t.model, t.loss_fn, t.X_train, t.y_train, weight_decay=t.weight_decay, solver="cg", progress=False
+    )
     calls = {"grads": 0}
     original = ex.objective.per_example_grads
 
@@ -35,8 +36,9 @@ def test_repeated_test_points_are_not_solved_again(multiclass_logreg):
 
 def test_duplicate_rows_in_one_call_are_solved_once(binary_logreg):
     t = binary_logreg
-    ex = InfluenceExplainer(t.model, t.loss_fn, t.X_train, t.y_train, weight_decay=t.weight_decay,
-                            solver="exact", progress=False)
+    ex = InfluenceExplainer(
+        t.model, t.loss_fn, t.X_train, t.y_train, weight_decay=t.weight_decay, solver="exact", progress=False
+    )
     x = torch.cat([t.X_test[:1], t.X_test[:1], t.X_test[1:2]])
     y = torch.cat([t.y_test[:1], t.y_test[:1], t.y_test[1:2]])
     influence = ex.influence(x, y)
@@ -46,8 +48,9 @@ def test_duplicate_rows_in_one_call_are_solved_once(binary_logreg):
 
 def test_a_single_test_point_without_batch_dimension(binary_logreg):
     t = binary_logreg
-    ex = InfluenceExplainer(t.model, t.loss_fn, t.X_train, t.y_train, weight_decay=t.weight_decay,
-                            solver="exact", progress=False)
+    ex = InfluenceExplainer(
+        t.model, t.loss_fn, t.X_train, t.y_train, weight_decay=t.weight_decay, solver="exact", progress=False
+    )
     single = ex.influence(t.X_test[0], t.y_test[0])
     assert single.shape == (1, len(t.X_train))
     torch.testing.assert_close(single, ex.influence(t.X_test[:1], t.y_test[:1]))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from closed_form import as_numpy, influence_matrix, least_squares
 from torch import nn
 
-from closed_form import as_numpy, influence_matrix, least_squares
 from influence_widgets import CGOptions, InfluenceExplainer
 from influence_widgets.data import squared_error_per_example
 
@@ -34,7 +34,15 @@ def test_least_squares_influence_matches_the_analytic_formula():
     test_grads, _ = least_squares(model, x_test, y_test, weight_decay)
     truth = influence_matrix(test_grads, train_grads, hessian)
     for solver, options in (("exact", None), ("cg", CGOptions(rtol=1e-12))):
-        ex = InfluenceExplainer(model, squared_error_per_example, x, y, weight_decay=weight_decay,
-                                solver=solver, solver_options=options, progress=False)
+        ex = InfluenceExplainer(
+            model,
+            squared_error_per_example,
+            x,
+            y,
+            weight_decay=weight_decay,
+            solver=solver,
+            solver_options=options,
+            progress=False,
+        )
         estimate = as_numpy(ex.influence(x_test, y_test))
         np.testing.assert_allclose(estimate, truth, rtol=1e-8, atol=1e-12)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from closed_form import as_numpy, binary_logistic, influence_matrix, multiclass_logistic, multiclass_logit_grads
+
 from influence_widgets import CGOptions, InfluenceExplainer, LissaOptions, measurements
 from influence_widgets.data import gradient_norm
 
@@ -34,8 +34,14 @@ def case(request, binary_logreg, multiclass_logreg):
 
 def explainer(trained, solver, **options):
     return InfluenceExplainer(
-        trained.model, trained.loss_fn, trained.X_train, trained.y_train,
-        weight_decay=trained.weight_decay, solver=solver, progress=False, **options,
+        trained.model,
+        trained.loss_fn,
+        trained.X_train,
+        trained.y_train,
+        weight_decay=trained.weight_decay,
+        solver=solver,
+        progress=False,
+        **options,
     )
 
 
@@ -54,8 +60,12 @@ def test_exact_and_cg_match_the_closed_form_influence_to_1e6(case, solver):
     influence = ex.influence(trained.X_test, trained.y_test)
     assert influence.shape == truth.shape
     assert relative_error(influence, truth) < 1e-6
-    np.testing.assert_allclose(as_numpy(ex.predicted_loss_change(trained.X_test, trained.y_test)),
-                               -truth / len(train_grads), rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(
+        as_numpy(ex.predicted_loss_change(trained.X_test, trained.y_test)),
+        -truth / len(train_grads),
+        rtol=1e-5,
+        atol=1e-12,
+    )
 
 
 def test_lissa_correlates_with_the_closed_form_above_0_99(case):
@@ -102,8 +112,15 @@ def test_float32_model_agrees_with_float64_ground_truth(binary_logreg):
     model32 = type(t.model)(64, 2)
     model32.load_state_dict({k: v.float() for k, v in t.model.state_dict().items()})
     for solver in ("exact", "cg"):
-        ex = InfluenceExplainer(model32, t.loss_fn, t.X_train.float(), t.y_train.float(),
-                                weight_decay=t.weight_decay, solver=solver, progress=False)
+        ex = InfluenceExplainer(
+            model32,
+            t.loss_fn,
+            t.X_train.float(),
+            t.y_train.float(),
+            weight_decay=t.weight_decay,
+            solver=solver,
+            progress=False,
+        )
         influence = ex.influence(t.X_test.float(), t.y_test.float())
         assert influence.dtype.is_floating_point and influence.dtype == model32.linear.weight.dtype
         assert relative_error(influence, truth) < 1e-3

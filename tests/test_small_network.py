@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from closed_form import as_numpy
 from torch import nn
 from torch.func import functional_call
 
-from closed_form import as_numpy
 from influence_widgets import CGOptions, InfluenceExplainer, LissaOptions
 from influence_widgets.data import cross_entropy_per_example, fit_adam, fit_lbfgs, load_digits
 
@@ -62,8 +62,17 @@ def autograd_influence(model, x, y, x_test, y_test):
 
 
 def make(model, x, y, solver, options=None):
-    return InfluenceExplainer(model, cross_entropy_per_example, x, y, weight_decay=WEIGHT_DECAY,
-                              damping=DAMPING, solver=solver, solver_options=options, progress=False)
+    return InfluenceExplainer(
+        model,
+        cross_entropy_per_example,
+        x,
+        y,
+        weight_decay=WEIGHT_DECAY,
+        damping=DAMPING,
+        solver=solver,
+        solver_options=options,
+        progress=False,
+    )
 
 
 def test_network_has_a_few_hundred_parameters(network):
@@ -90,7 +99,7 @@ def test_cg_and_lissa_agree_with_damped_exact(network):
 
 
 def test_curvature_finds_the_smallest_eigenvalue_of_the_explicit_hessian(network):
-    model, x, y, *_ = network
+    _, x, y, *_ = network
     torch.manual_seed(3)
     untrained = mlp()
     ex = InfluenceExplainer(untrained, cross_entropy_per_example, x, y, solver="exact", progress=False)

@@ -8,7 +8,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from influence_widgets.core import CGOptions, DenseOperator, ExactOptions, LissaOptions, SolverDivergedError, make_solver
+from influence_widgets.core import (
+    CGOptions,
+    DenseOperator,
+    ExactOptions,
+    LissaOptions,
+    SolverDivergedError,
+    make_solver,
+)
 from influence_widgets.core.errors import ConvergenceWarning
 
 
@@ -37,9 +44,7 @@ def rel(a, b):
     return np.linalg.norm(a - b) / np.linalg.norm(b)
 
 
-systems = st.tuples(
-    st.integers(0, 10_000), st.integers(2, 40), st.floats(1.0, 1e8), st.integers(1, 5)
-)
+systems = st.tuples(st.integers(0, 10_000), st.integers(2, 40), st.floats(1.0, 1e8), st.integers(1, 5))
 
 
 @settings(max_examples=40, deadline=None)

@@ -33,8 +33,9 @@ def test_model_parameters_grads_flags_and_mode_are_unchanged():
     before = snapshot(model)
     x_before, y_before = x.clone(), y.clone()
     with pytest.warns(ModelModeWarning, match="training mode .* eval mode"):
-        ex = InfluenceExplainer(model, cross_entropy_per_example, x, y, weight_decay=0.1, damping=0.5,
-                                solver="exact", progress=False)
+        ex = InfluenceExplainer(
+            model, cross_entropy_per_example, x, y, weight_decay=0.1, damping=0.5, solver="exact", progress=False
+        )
     ex.influence(x[:3], y[:3])
     ex.influence_pert_loss(x[:2], y[:2], [0, 1])
     ex.influence_params([4])
@@ -55,8 +56,9 @@ def test_influence_is_computed_in_eval_mode():
     model = model_with_mode_dependent_layers()
     x, y = torch.randn(30, 6), torch.randint(0, 3, (30,))
     with pytest.warns(ModelModeWarning):
-        ex = InfluenceExplainer(model, cross_entropy_per_example, x, y, weight_decay=0.1, damping=1.0,
-                                solver="exact", progress=False)
+        ex = InfluenceExplainer(
+            model, cross_entropy_per_example, x, y, weight_decay=0.1, damping=1.0, solver="exact", progress=False
+        )
     model.eval()
     with torch.no_grad():
         expected = model(x[:5])

@@ -15,6 +15,8 @@ from .data import TrainingData
 from .objective import Objective
 from .progress import progress_bar
 
+_POINTS_TIMES_VECTORS = 4096
+
 
 class HessianOperator(Protocol):
     """What a solver needs: products with H, minibatch estimates of them, and H itself."""
@@ -65,11 +67,22 @@ class TrainingHessian:
         """lambda + damping, the multiple of the identity added to the data Hessian."""
         return self.weight_decay + self.damping
 
+    def _chunk_for(self, n_vectors: int) -> int:
+        """Training points per vmapped product: points x vectors near 4096, where CPU throughput peaks."""
+        return max(1, min(self.chunk_size, _POINTS_TIMES_VECTORS // max(1, n_vectors)))
+
+    def _sum_matvec(self, x: torch.Tensor, y: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        chunk = self._chunk_for(vectors.shape[1])
+        total = torch.zeros_like(vectors)
+        for start in range(0, len(x), chunk):
+            total += self.objective.hessian_sum_matvec(x[start : start + chunk], y[start : start + chunk], vectors)
+        return total
+
     def matvec(self, vectors: torch.Tensor) -> torch.Tensor:
         self.matvec_count += vectors.shape[1]
         total = torch.zeros_like(vectors)
         for _, x, y in self.data.chunks(self.chunk_size):
-            total += self.objective.hessian_sum_matvec(x, y, vectors)
+            total += self._sum_matvec(x, y, vectors)
         return total / len(self.data) + self.shift * vectors
 
     def sample_matvec(self, vectors: torch.Tensor, batch_size: int, generator: torch.Generator) -> torch.Tensor:
@@ -79,7 +92,7 @@ class TrainingHessian:
         self.matvec_count += vectors.shape[1]
         indices = torch.randperm(n, generator=generator)[:batch_size]
         x, y = self.data.take(indices)
-        return self.objective.hessian_sum_matvec(x, y, vectors) / batch_size + self.shift * vectors
+        return self._sum_matvec(x, y, vectors) / batch_size + self.shift * vectors
 
     def dense(self, block: int = 128) -> torch.Tensor:
         """The explicit Hessian, built from blocks of Hessian-vector products with basis vectors."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -15,10 +14,10 @@ def as_tensor(values: Any, name: str) -> torch.Tensor:
     """Return ``values`` as a tensor without copying when it already is one."""
     if isinstance(values, torch.Tensor):
         return values
-    if isinstance(values, np.ndarray) or isinstance(values, (list, tuple)):
+    if isinstance(values, (np.ndarray, list, tuple)):
         array = np.asarray(values)
         if array.dtype == object:
-            raise InfluenceInputError(f"{name} could not be read as a numeric array; pass a torch.Tensor or numpy array")
+            raise InfluenceInputError(f"{name} could not be read as a numeric array; pass a tensor or numpy array")
         return torch.as_tensor(array)
     raise InfluenceInputError(f"{name} must be a torch.Tensor or numpy array, got {type(values).__name__}")
 
@@ -83,7 +82,3 @@ def cast_inputs(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def cast_targets(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Cast floating targets to the model's dtype; class indices stay integer."""
     return y.to(dtype) if y.is_floating_point() else y
-
-
-def unique_names(names: Sequence[str]) -> list[str]:
-    return list(dict.fromkeys(names))

@@ -43,9 +43,7 @@ def select_parameter_names(model: nn.Module, params: Sequence[str] | str | None)
     for key in params:
         matches = [name for name in named if name == key or name.startswith(key + ".")]
         if not matches:
-            raise InfluenceInputError(
-                f"unknown parameter name {key!r}; the model's parameters are {named}"
-            )
+            raise InfluenceInputError(f"unknown parameter name {key!r}; the model's parameters are {named}")
         chosen.extend(matches)
     if not chosen:
         raise InfluenceInputError("params selects no parameters; pass at least one parameter name")
@@ -152,9 +150,7 @@ class Objective:
 
         return vmap(hvp, in_dims=1, out_dims=1)(vectors)
 
-    def input_grads_of_score(
-        self, x: torch.Tensor, y: torch.Tensor, direction: torch.Tensor
-    ) -> torch.Tensor:
+    def input_grads_of_score(self, x: torch.Tensor, y: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
         """nabla_x [direction . nabla_theta loss(x, y)] for each row of a batch, shape like ``x``.
 
         ``direction`` is [p]; this is the building block of I_pert,loss.

@@ -14,7 +14,6 @@ from ..progress import progress_counter
 from .base import SolveDiagnostics
 from .options import CGOptions
 
-
 _MAX_RESTARTS = 2
 
 

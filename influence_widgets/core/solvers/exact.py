@@ -84,4 +84,3 @@ class ExactSolver:
         if kind == "lu":
             diagnostics.warnings.append("the Hessian is indefinite: add damping (see NonConvexWarning)")
         return x.to(rhs.dtype), diagnostics
-
