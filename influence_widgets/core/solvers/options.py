@@ -61,7 +61,7 @@ class LissaOptions:
     scale: float | None = None
     depth: int | None = None
     repeats: int = 1
-    batch_size: int = 512
+    batch_size: int = 128
     max_depth: int = 10000
     tail_fraction: float = 0.5
     seed: int = 0
