@@ -33,6 +33,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--solvers", nargs="+", default=["exact", "cg", "lissa"])
+    parser.add_argument("--damping", type=float, default=0.01, help="at least the non-convexity check's suggestion")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -55,7 +56,7 @@ def main() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         report = explainer("exact").curvature()
-    damping = report.suggested_damping
+    damping = max(args.damping, report.suggested_damping)
     floors = []
     for _ in range(3):
         ex = explainer("cg", damping)

@@ -11,7 +11,9 @@ from .errors import (
     SolverDivergedError,
 )
 from .explainer import CurvatureReport, InfluenceExplainer
+from .losses import SmoothHinge
 from .solvers import CGOptions, ExactOptions, LissaOptions, SolveDiagnostics, make_solver
+from .validation import LBFGSRetrain, LOOResult, RetrainingError, StepsRetrain
 
 __all__ = [
     "CGOptions",
@@ -23,11 +25,16 @@ __all__ = [
     "InfluenceExplainer",
     "InfluenceInputError",
     "InfluenceWarning",
+    "LBFGSRetrain",
+    "LOOResult",
     "LissaOptions",
     "ModelModeWarning",
     "NonConvexWarning",
+    "RetrainingError",
+    "SmoothHinge",
     "SolveDiagnostics",
     "SolverDivergedError",
+    "StepsRetrain",
     "TrainingHessian",
     "lanczos_extremes",
     "make_solver",

@@ -30,7 +30,9 @@ from .errors import InfluenceInputError, NonConvexWarning
 from .inputs import as_tensor, cast_inputs, cast_targets, check_feature_shape, check_finite, check_indices, check_pair
 from .objective import LossFn, Objective
 from .progress import progress_bar
+from .refinement import newton_removal_steps
 from .solvers import ExactSolver, SolveDiagnostics, make_solver, resolve_solver_name
+from .validation import LOOResult, validate_loo
 
 Measurement = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -245,13 +247,54 @@ class InfluenceExplainer:
         s_test = self._s_test(x, y, measurement)
         return (-(s_test @ self.train_gradients().T)).cpu()
 
-    def predicted_loss_change(self, X_test: Any, y_test: Any, measurement: Measurement | None = None) -> torch.Tensor:
+    def predicted_loss_change(
+        self,
+        X_test: Any,
+        y_test: Any,
+        measurement: Measurement | None = None,
+        *,
+        refine: str | None = None,
+        top_k: int = 40,
+    ) -> torch.Tensor:
         """Predicted change in each test loss if each training point were removed, [n_test, n_train].
 
         Equals -I_up,loss / n (first order in eps = -1/n). Positive: removing the point would raise
-        the test loss, so the point was helpful.
+        the test loss, so the point was helpful. With ``refine="newton"`` the ``top_k`` entries of each
+        row with the largest |influence| are replaced by L(z_test, theta_-z) - L(z_test, theta_hat), with
+        theta_-z one Newton step of the leave-one-out objective (see ``core.refinement``).
         """
-        return -self.influence(X_test, y_test, measurement) / self.n_train
+        first_order = -self.influence(X_test, y_test, measurement) / self.n_train
+        if refine is None:
+            return first_order
+        if refine != "newton":
+            raise InfluenceInputError(f"unknown refine={refine!r}; use refine='newton' or None")
+        if not isinstance(top_k, int) or not 1 <= top_k <= self.n_train:
+            raise InfluenceInputError(f"top_k must be an integer in [1, {self.n_train}], got {top_k!r}")
+        x, y = self._coerce_test(X_test, y_test)
+        top = torch.argsort(first_order.abs(), dim=1, descending=True)[:, :top_k]
+        removed = torch.unique(top)
+        changes = self.newton_loss_change(x, y, removed, measurement)
+        refined = first_order.clone()
+        column = {int(i): k for k, i in enumerate(removed)}
+        for row in range(len(top)):
+            cols = [column[int(i)] for i in top[row]]
+            refined[row, top[row]] = changes[row, cols]
+        return refined
+
+    def newton_loss_change(
+        self, X_test: Any, y_test: Any, train_indices: Any, measurement: Measurement | None = None
+    ) -> torch.Tensor:
+        """L(z_test, theta_-z) - L(z_test, theta_hat) with theta_-z one Newton step, [n_test, k] (CPU)."""
+        x, y = self._coerce_test(X_test, y_test)
+        idx = check_indices(train_indices, self.n_train, "train_indices")
+        fn = self.objective.loss_fn if measurement is None else measurement
+        steps = newton_removal_steps(self, idx)
+        x, y = x.to(self.objective.device), y.to(self.objective.device)
+        theta = self.objective.theta
+        with torch.no_grad():
+            before = self.objective.batch_values(fn, theta, x, y)
+            after = torch.stack([self.objective.batch_values(fn, theta + step, x, y) for step in steps], dim=1)
+        return (after - before[:, None]).cpu()
 
     def influence_params(self, train_indices: Any) -> torch.Tensor:
         """I_up,params(z) = d theta / d eps = -H^-1 nabla L(z), shape [k, p] for k training points.
@@ -303,6 +346,39 @@ class InfluenceExplainer:
             block = grads[start : start + self.batch_size]
             values.append(-(self.inverse_hvp(block.T).T * block).sum(1))
         return torch.cat(values).cpu()
+
+    def validate_loo(
+        self,
+        X_test: Any,
+        y_test: Any,
+        *,
+        n_points: int = 40,
+        select: Any = "top",
+        retrain: Any = "lbfgs",
+        refine: bool = True,
+        max_seconds: float | None = None,
+        seed: int = 0,
+    ) -> LOOResult:
+        """Leave-one-out check: retrain a copy without each chosen point and compare with the prediction.
+
+        select: ``"top"`` (the ``n_points`` largest |influence| per test point), ``"random"`` (seeded), or
+            indices. retrain: ``"lbfgs"`` (convex models), ``"steps"`` (networks), ``LBFGSRetrain``/
+            ``StepsRetrain`` with settings, or ``retrain(model_copy, X, y) -> model`` (whose objective is
+            then the caller's). Each actual change is L(theta_-z) - L(theta_drift), against a retraining
+            with nothing removed. ``max_seconds`` stops early and keeps the points done; a failing
+            retrainer raises ``RetrainingError`` whose ``partial`` holds them.
+        """
+        return validate_loo(
+            self,
+            X_test,
+            y_test,
+            n_points=n_points,
+            select=select,
+            retrain=retrain,
+            refine=refine,
+            max_seconds=max_seconds,
+            seed=seed,
+        )
 
     # ------------------------------------------------------------------ curvature
 

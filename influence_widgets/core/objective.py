@@ -115,9 +115,8 @@ class Objective:
         return functional_call(self.module, self.unflatten(theta), (x,))
 
     def batch_values(self, fn: LossFn, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``fn(outputs, y)`` for a batch, checked to be one value per example."""
-        values = fn(self.outputs(x, theta), y)
-        return values
+        """``fn(outputs, y)`` for a batch at ``theta``, one value per example, [b]."""
+        return fn(self.outputs(x, theta), y)
 
     def _single_value(self, fn: LossFn, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return fn(self.outputs(x.unsqueeze(0), theta), y.unsqueeze(0)).sum()
@@ -149,6 +148,15 @@ class Objective:
             return jvp(gradient, (theta,), (v,))[1]
 
         return vmap(hvp, in_dims=1, out_dims=1)(vectors)
+
+    def per_point_hessian_matvec(self, x: torch.Tensor, y: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        """Column j of the result is nabla^2 loss(z_j) @ vectors[:, j]: one point per column, [p, k] -> [p, k]."""
+
+        def one(xi: torch.Tensor, yi: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            gradient = grad(lambda t: self._single_value(self.loss_fn, t, xi, yi))
+            return jvp(gradient, (self.theta,), (v,))[1]
+
+        return vmap(one, in_dims=(0, 0, 1), out_dims=1)(x, y, vectors)
 
     def input_grads_of_score(self, x: torch.Tensor, y: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
         """nabla_x [direction . nabla_theta loss(x, y)] for each row of a batch, shape like ``x``.

@@ -50,7 +50,7 @@ class CGSolver:
                 # The recursive residual drifts from b - Hx in finite precision: check the true one.
                 if restart == _MAX_RESTARTS or iterations >= self.options.max_iter:
                     break
-                residual = rhs - operator.matvec(x)
+                residual = rhs - operator.matvec(x)  # every column, in order
                 products += rhs.shape[1]
                 relative = torch.linalg.vector_norm(residual, dim=0) / safe_norm
                 history.append(relative.max())
@@ -84,10 +84,12 @@ class CGSolver:
         """CG from the current x and residual (both updated in place) until every column converges."""
         direction = residual.clone()
         rs = (residual * residual).sum(0)
+        # operators whose product differs per column (one removed point each) say which columns they get
+        matvec_columns = getattr(operator, "matvec_columns", None)
         while bool(active.any()) and iterations < self.options.max_iter:
             cols = active.nonzero().squeeze(1)
             p_active = direction[:, cols]
-            hp = operator.matvec(p_active)
+            hp = matvec_columns(p_active, cols) if matvec_columns else operator.matvec(p_active)
             products += cols.numel()
             curvature = (p_active * hp).sum(0)
             if bool((curvature <= 0).any()):

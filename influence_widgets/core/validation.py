@@ -1,0 +1,313 @@
+"""Leave-one-out retraining: check predicted changes in test loss against actual retraining.
+
+Every retraining runs on a copy of the model, warm-started from the trained parameters, and
+minimises the explainer's objective with the point removed as the backend's convention says
+(eps = -1/n: n and lambda stay fixed):
+
+    R_-z(theta) = (1/n) sum_{i != z} loss(z_i, theta) + (lambda/2) ||theta||^2.
+
+A retraining with nothing removed, by the same procedure, gives the drift baseline: each actual
+change is measured against it, so that optimiser drift is not mistaken for influence.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import InfluenceInputError
+from .inputs import check_indices
+from .progress import progress_counter
+
+Retrainer = Callable[[nn.Module, torch.Tensor, torch.Tensor], nn.Module]
+
+
+class RetrainingError(RuntimeError):
+    """A retraining failed; ``partial`` holds the ``LOOResult`` of the points already done."""
+
+    def __init__(self, message: str, partial: LOOResult) -> None:
+        super().__init__(message)
+        self.partial = partial
+
+
+@dataclass(frozen=True)
+class LBFGSRetrain:
+    """Full-batch L-BFGS (strong Wolfe) to a tight gradient tolerance: for convex models."""
+
+    max_iter: int = 1000
+    tolerance: float = 1e-10
+
+
+@dataclass(frozen=True)
+class StepsRetrain:
+    """A fixed number of full-batch Adam steps: for networks, like the paper's 30k steps, scaled down."""
+
+    steps: int = 500
+    lr: float = 1e-3
+
+
+def _regularised_objective(module, names, loss_fn, x, y, n, weight_decay):
+    params = [p for name, p in module.named_parameters() if name in names]
+    penalty = sum((p * p).sum() for p in params)
+    return loss_fn(module(x), y).sum() / n + 0.5 * weight_decay * penalty
+
+
+def run_builtin(method: LBFGSRetrain | StepsRetrain, module, names, loss_fn, x, y, n, weight_decay) -> nn.Module:
+    """Minimise R_-z in place on ``module`` (only the ``names`` parameters move)."""
+    params = [p for name, p in module.named_parameters() if name in names]
+    if isinstance(method, LBFGSRetrain):
+        optimizer = torch.optim.LBFGS(
+            params,
+            lr=1.0,
+            max_iter=method.max_iter,
+            tolerance_grad=method.tolerance,
+            tolerance_change=0.0,
+            history_size=50,
+            line_search_fn="strong_wolfe",
+        )
+
+        def closure():
+            optimizer.zero_grad()
+            value = _regularised_objective(module, names, loss_fn, x, y, n, weight_decay)
+            value.backward()
+            return value
+
+        optimizer.step(closure)
+    else:
+        optimizer = torch.optim.Adam(params, lr=method.lr)
+        for _ in range(method.steps):
+            optimizer.zero_grad()
+            _regularised_objective(module, names, loss_fn, x, y, n, weight_decay).backward()
+            optimizer.step()
+    return module
+
+
+@dataclass
+class LOOResult:
+    """Predicted versus actual change in test loss when each training point is removed.
+
+    Arrays are aligned: entry j is test row ``test_rows[j]`` with training point ``removed[j]``.
+    ``actual`` is L(theta_-z) - L(theta_drift), the no-removal retraining as baseline; ``drift`` is
+    L(theta_drift) - L(theta_hat) per test row. ``refined`` holds the Newton-step predictions.
+    """
+
+    test_rows: np.ndarray
+    removed: np.ndarray
+    predicted: np.ndarray
+    actual: np.ndarray
+    refined: np.ndarray | None
+    drift: np.ndarray
+    seconds_per_retrain: list[float] = field(default_factory=list)
+    seconds_total: float = 0.0
+    retrain: str = ""
+    stopped_early: bool = False
+    note: str = "actual changes are measured against a retraining with nothing removed (the drift baseline)"
+
+    @staticmethod
+    def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.corrcoef(a, b)[0, 1]) if len(a) > 1 else float("nan")
+
+    @staticmethod
+    def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+        rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731
+        return float(np.corrcoef(rank(a), rank(b))[0, 1]) if len(a) > 1 else float("nan")
+
+    @property
+    def pearson(self) -> float:
+        return self._pearson(self.predicted, self.actual)
+
+    @property
+    def spearman(self) -> float:
+        return self._spearman(self.predicted, self.actual)
+
+    @property
+    def refined_pearson(self) -> float:
+        return self._pearson(self.refined, self.actual) if self.refined is not None else float("nan")
+
+    @property
+    def refined_spearman(self) -> float:
+        return self._spearman(self.refined, self.actual) if self.refined is not None else float("nan")
+
+    def slope(self, refined: bool = False) -> float:
+        """Least-squares slope of actual on predicted (1 means the scale is right)."""
+        predicted = self.refined if refined else self.predicted
+        return float(np.polyfit(predicted, self.actual, 1)[0]) if len(predicted) > 1 else float("nan")
+
+    def summary(self) -> str:
+        text = (
+            f"{len(self.removed)} removals ({self.retrain}), first order: Pearson {self.pearson:.4f}, "
+            f"Spearman {self.spearman:.4f}, slope {self.slope():.3f}"
+        )
+        if self.refined is not None:
+            text += (
+                f"; Newton-refined: Pearson {self.refined_pearson:.4f}, Spearman {self.refined_spearman:.4f}, "
+                f"slope {self.slope(True):.3f}"
+            )
+        drift = float(np.abs(self.drift).max()) if self.drift.size else 0.0
+        return (
+            text
+            + f"; max |drift| {drift:.2e}; {self.seconds_total:.1f} s"
+            + (" (stopped early)" if self.stopped_early else "")
+        )
+
+
+def select_points(explainer, predicted: torch.Tensor, n_points: int, select: Any, seed: int) -> list[torch.Tensor]:
+    """Training indices to remove, per test row."""
+    n = explainer.n_train
+    if isinstance(select, str):
+        if not isinstance(n_points, int) or not 1 <= n_points <= n:
+            raise InfluenceInputError(
+                f"n_points={n_points!r} but the training set has {n} points; ask for between 1 and {n}"
+            )
+        if select == "top":
+            return list(torch.argsort(predicted.abs(), dim=1, descending=True)[:, :n_points])
+        if select == "random":
+            chosen = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:n_points]
+            return [chosen] * len(predicted)
+        raise InfluenceInputError(f"unknown select={select!r}; use 'top', 'random' or a sequence of indices")
+    chosen = check_indices(select, n, "select")
+    return [chosen] * len(predicted)
+
+
+def validate_loo(
+    explainer,
+    X_test: Any,
+    y_test: Any,
+    *,
+    n_points: int = 40,
+    select: Any = "top",
+    retrain: LBFGSRetrain | StepsRetrain | Retrainer | str = "lbfgs",
+    refine: bool = True,
+    max_seconds: float | None = None,
+    seed: int = 0,
+) -> LOOResult:
+    """Remove training points one at a time, retrain a copy, compare with the predicted change."""
+    start = time.perf_counter()
+    x, y = explainer._coerce_test(X_test, y_test)
+    builtin = {"lbfgs": LBFGSRetrain(), "steps": StepsRetrain()}
+    if isinstance(retrain, str) and retrain in builtin:
+        method = builtin[retrain]
+    elif isinstance(retrain, (LBFGSRetrain, StepsRetrain)) or (callable(retrain) and not isinstance(retrain, str)):
+        method = retrain
+    else:
+        raise InfluenceInputError(
+            f"unknown retrain={retrain!r}; use 'lbfgs', 'steps', LBFGSRetrain(...), StepsRetrain(...) or a "
+            "function retrain(model_copy, X, y) -> model"
+        )
+    predicted_all = explainer.predicted_loss_change(x, y)
+    per_row = select_points(explainer, predicted_all, n_points, select, seed)
+    removed_union = torch.unique(torch.cat(per_row))
+    refined_all = None
+    if refine:
+        newton = explainer.newton_loss_change(x, y, removed_union)
+        refined_all = {int(i): newton[:, k] for k, i in enumerate(removed_union)}
+    objective = explainer.objective
+    names = set(objective.names)
+    x_train, y_train = explainer.data.x, explainer.data.y
+    n = explainer.n_train
+    device = objective.device
+    x_dev, y_dev = x.to(device), y.to(device)
+
+    def fresh_copy() -> nn.Module:
+        module = copy.deepcopy(objective.module)
+        for name, p in module.named_parameters():
+            p.requires_grad_(name in names)
+        return module
+
+    reference_shapes = {name: p.shape for name, p in objective.module.named_parameters()}
+
+    def retrain_without(keep: torch.Tensor) -> nn.Module:
+        module = fresh_copy()
+        xk, yk = x_train[keep].to(device), y_train[keep].to(device)
+        if isinstance(method, (LBFGSRetrain, StepsRetrain)):
+            run_builtin(method, module, names, objective.loss_fn, xk, yk, n, explainer.weight_decay)
+            return module
+        result = method(module, xk, yk)
+        if not isinstance(result, nn.Module):
+            raise InfluenceInputError(f"retrain must return the retrained nn.Module, got {type(result).__name__}")
+        shapes = {name: p.shape for name, p in result.named_parameters()}
+        if shapes != reference_shapes:
+            raise InfluenceInputError(
+                "retrain returned a model with a different architecture (parameter names or "
+                "shapes changed); retrain the copy it is given and return it"
+            )
+        return result
+
+    def test_losses(module: nn.Module) -> torch.Tensor:
+        module.eval()
+        with torch.no_grad():
+            return objective.loss_fn(module(x_dev), y_dev).double().cpu()
+
+    with torch.no_grad():
+        base_loss = objective.loss_fn(objective.outputs(x_dev), y_dev).double().cpu()
+    all_points = torch.ones(n, dtype=torch.bool)
+    label = retrain.__name__ if callable(retrain) and hasattr(retrain, "__name__") else repr(method)
+    rows: list[int] = []
+    removed: list[int] = []
+    predicted: list[float] = []
+    actual: list[float] = []
+    refined: list[float] = []
+    timings: list[float] = []
+    drift = np.zeros(0)
+
+    def result(stopped: bool) -> LOOResult:
+        return LOOResult(
+            np.asarray(rows),
+            np.asarray(removed),
+            np.asarray(predicted),
+            np.asarray(actual),
+            np.asarray(refined) if refine else None,
+            drift,
+            timings,
+            time.perf_counter() - start,
+            label,
+            stopped,
+        )
+
+    try:
+        drift_loss = test_losses(retrain_without(all_points))
+    except InfluenceInputError as error:
+        raise RetrainingError(str(error), result(True)) from error
+    except Exception as error:
+        raise RetrainingError(f"the no-removal retraining failed: {error!r}", result(True)) from error
+    drift = (drift_loss - base_loss).numpy()
+    bar = progress_counter(enabled=explainer.progress, desc="leave-one-out", total=len(removed_union))
+    stopped = False
+    try:
+        for index in removed_union.tolist():
+            if max_seconds is not None and time.perf_counter() - start > max_seconds:
+                stopped = True
+                break
+            tick = time.perf_counter()
+            keep = all_points.clone()
+            keep[index] = False
+            try:
+                losses = test_losses(retrain_without(keep))
+            except InfluenceInputError as error:
+                raise RetrainingError(str(error), result(True)) from error
+            except Exception as error:
+                raise RetrainingError(
+                    f"retraining without training point {index} failed: {error!r}; "
+                    f"{len(removed)} result(s) before it are in .partial",
+                    result(True),
+                ) from error
+            timings.append(time.perf_counter() - tick)
+            for row, chosen in enumerate(per_row):
+                if bool((chosen == index).any()):
+                    rows.append(row)
+                    removed.append(index)
+                    predicted.append(float(predicted_all[row, index]))
+                    actual.append(float(losses[row] - drift_loss[row]))
+                    if refine:
+                        refined.append(float(refined_all[index][row]))
+            bar.update(1)
+    finally:
+        bar.close()
+    return result(stopped)
