@@ -72,7 +72,7 @@ def cnn():
     damping = report.suggested_damping
     rows = highest_loss(trained.model, trained.loss_fn, split.X_test, split.y_test, 1)
     print(f"small CNN: gradient norm {norm:.1e}, lambda_min {report.eigenvalues.lambda_min:.2e}, damping {damping:.2e}")
-    for solver in ("exact", "cg"):
+    for solver in ("exact",):  # CG to rtol 1e-8 on this nearly singular H is slow; exact is the reference
         ex = InfluenceExplainer(
             trained.model,
             trained.loss_fn,

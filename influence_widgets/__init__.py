@@ -19,10 +19,21 @@ from .core import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # the notebook views import ipywidgets and anywidget: load them on first use so that the core stays headless
+    if name in ("explore", "Explorer"):
+        from . import widgets
+
+        return getattr(widgets, name)
+    raise AttributeError(f"module 'influence_widgets' has no attribute {name!r}")
+
+
 __all__ = [
     "CGOptions",
     "ConvergenceWarning",
     "ExactOptions",
+    "Explorer",
     "InfluenceExplainer",
     "InfluenceInputError",
     "LBFGSRetrain",
@@ -34,5 +45,6 @@ __all__ = [
     "SolverDivergedError",
     "StepsRetrain",
     "__version__",
+    "explore",
     "measurements",
 ]

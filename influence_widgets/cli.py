@@ -22,9 +22,20 @@ def _format_rows(title: str, indices: torch.Tensor, influence: torch.Tensor, lab
 
 
 def run_demo(
-    model: str = "logreg", n_test: int = 3, top: int = 5, solver: str = "auto", seed: int = 0, progress: bool = True
+    model: str = "logreg",
+    n_test: int = 3,
+    top: int = 5,
+    solver: str = "auto",
+    seed: int = 0,
+    progress: bool = True,
+    report: str | None = None,
+    loo_points: int = 10,
 ) -> str:
-    """Train the built-in model on the digits, explain the ``n_test`` highest-loss test points, return a report."""
+    """Train the built-in model on the digits, explain the ``n_test`` highest-loss test points, return the text.
+
+    With ``report``, also write a self-contained HTML explorer of the 12 highest-loss test points, with a
+    leave-one-out check of ``loo_points`` retrainings for the first one.
+    """
     start = time.perf_counter()
     trained = train_digits_model(model, seed=seed)
     split = trained.split
@@ -83,8 +94,33 @@ def run_demo(
         harmful = torch.argsort(scores, descending=True)[:top]
         lines.append(_format_rows("most helpful (removing raises the test loss)", helpful, scores, split.y_train, n))
         lines.append(_format_rows("most harmful (removing lowers the test loss)", harmful, scores, split.y_train, n))
-    lines.append(f"\n{explainer.diagnostics[-1].summary()}\ntotal time {time.perf_counter() - start:.1f} s")
+    lines.append(f"\n{explainer.diagnostics[-1].summary()}")
+    if report is not None:
+        lines.append(_write_report(explainer, split, losses, report, loo_points, model))
+    lines.append(f"total time {time.perf_counter() - start:.1f} s")
     return "\n".join(lines)
+
+
+def _write_report(explainer, split, losses, path: str, loo_points: int, model: str) -> str:
+    from .core.validation import LBFGSRetrain
+    from .widgets import explore
+
+    shown = torch.argsort(losses, descending=True)[:12]
+    explorer = explore(
+        explainer,
+        split.X_test[shown],
+        split.y_test[shown],
+        images_train=split.images_train,
+        images_test=split.images_test[shown.numpy()],
+        class_names=split.class_names,
+        loo_points=loo_points,
+        loo_retrain=LBFGSRetrain(max_iter=200, tolerance=1e-9) if model == "cnn" else "lbfgs",
+    )
+    if loo_points > 0:
+        explorer.loo.run(background=False)
+    explorer.save_html(path, test_indices=range(len(shown)), title=f"influence_widgets demo: {model} on digits")
+    summary = explorer.loo.results[0].summary() if loo_points > 0 else "skipped"
+    return f"leave-one-out check of test #{int(shown[0])}: {summary}\nwrote {path} (opens offline in a browser)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -97,10 +133,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--solver", choices=["auto", "exact", "cg", "lissa"], default="auto")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    demo.add_argument("--report", default="influence-report.html", help="where to write the HTML explorer")
+    demo.add_argument("--no-report", action="store_true", help="print only; write no HTML report")
+    demo.add_argument("--loo", type=int, default=10, help="leave-one-out retrainings shown in the report")
     args = parser.parse_args(argv)
-    if args.n_test < 1 or args.top < 1:
-        parser.error("--n-test and --top must be at least 1")
-    print(run_demo(args.model, args.n_test, args.top, args.solver, args.seed, progress=not args.no_progress))
+    if args.n_test < 1 or args.top < 1 or args.loo < 0:
+        parser.error("--n-test and --top must be at least 1, --loo at least 0")
+    report = None if args.no_report else args.report
+    text = run_demo(args.model, args.n_test, args.top, args.solver, args.seed, not args.no_progress, report, args.loo)
+    print(text)
     return 0
 
 

@@ -358,6 +358,8 @@ class InfluenceExplainer:
         refine: bool = True,
         max_seconds: float | None = None,
         seed: int = 0,
+        on_point: Callable[[LOOResult], Any] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> LOOResult:
         """Leave-one-out check: retrain a copy without each chosen point and compare with the prediction.
 
@@ -365,8 +367,9 @@ class InfluenceExplainer:
             indices. retrain: ``"lbfgs"`` (convex models), ``"steps"`` (networks), ``LBFGSRetrain``/
             ``StepsRetrain`` with settings, or ``retrain(model_copy, X, y) -> model`` (whose objective is
             then the caller's). Each actual change is L(theta_-z) - L(theta_drift), against a retraining
-            with nothing removed. ``max_seconds`` stops early and keeps the points done; a failing
-            retrainer raises ``RetrainingError`` whose ``partial`` holds them.
+            with nothing removed. ``max_seconds`` (or an interrupt) stops early and keeps the points done; a failing
+            retrainer raises ``RetrainingError`` whose ``partial`` holds them. ``on_point(partial)`` runs
+            after each retraining and ``should_stop()`` is asked before each (for widgets).
         """
         return validate_loo(
             self,
@@ -378,6 +381,8 @@ class InfluenceExplainer:
             refine=refine,
             max_seconds=max_seconds,
             seed=seed,
+            on_point=on_point,
+            should_stop=should_stop,
         )
 
     # ------------------------------------------------------------------ curvature

@@ -187,8 +187,14 @@ def validate_loo(
     refine: bool = True,
     max_seconds: float | None = None,
     seed: int = 0,
+    on_point: Callable[[LOOResult], Any] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> LOOResult:
-    """Remove training points one at a time, retrain a copy, compare with the predicted change."""
+    """Remove training points one at a time, retrain a copy, compare with the predicted change.
+
+    ``on_point(partial_result)`` runs after each retraining; ``should_stop()`` returning True stops
+    before the next one (a widget's stop button), keeping the points done.
+    """
     start = time.perf_counter()
     x, y = explainer._coerce_test(X_test, y_test)
     builtin = {"lbfgs": LBFGSRetrain(), "steps": StepsRetrain()}
@@ -282,7 +288,8 @@ def validate_loo(
     stopped = False
     try:
         for index in removed_union.tolist():
-            if max_seconds is not None and time.perf_counter() - start > max_seconds:
+            out_of_time = max_seconds is not None and time.perf_counter() - start > max_seconds
+            if out_of_time or (should_stop is not None and should_stop()):
                 stopped = True
                 break
             tick = time.perf_counter()
@@ -290,6 +297,9 @@ def validate_loo(
             keep[index] = False
             try:
                 losses = test_losses(retrain_without(keep))
+            except KeyboardInterrupt:  # the notebook's stop button: keep what is done
+                stopped = True
+                break
             except InfluenceInputError as error:
                 raise RetrainingError(str(error), result(True)) from error
             except Exception as error:
@@ -308,6 +318,8 @@ def validate_loo(
                     if refine:
                         refined.append(float(refined_all[index][row]))
             bar.update(1)
+            if on_point is not None:
+                on_point(result(False))
     finally:
         bar.close()
     return result(stopped)

@@ -1,0 +1,20 @@
+"""Notebook views over what ``core`` computed: ranked points, influence versus distance, leave-one-out."""
+
+from .explorer import Explorer, PointResult, explore
+from .panels import DiagnosticsPanel, LOOPanel
+from .plots import diagnostics_figure, figure_png, loo_figure
+from .views import RankedView, ScatterView, TestStrip
+
+__all__ = [
+    "DiagnosticsPanel",
+    "Explorer",
+    "LOOPanel",
+    "PointResult",
+    "RankedView",
+    "ScatterView",
+    "TestStrip",
+    "diagnostics_figure",
+    "explore",
+    "figure_png",
+    "loo_figure",
+]

@@ -1,0 +1,122 @@
+"""The custom views: anywidget models whose JavaScript is bundled in ``influence_widgets/static``.
+
+Arrays travel as binary buffers: float32 ``changes``/``distances``, int32 ``labels``/``predictions``,
+uint8 ``thumbnails`` ([n, h, w] row-major) and ``same_label``. ``changes`` are predicted changes in
+test loss when each training point is removed (-I_up,loss / n): positive = helpful.
+"""
+
+from __future__ import annotations
+
+import html
+import pathlib
+from typing import Any
+
+import anywidget
+import numpy as np
+import traitlets
+
+from ..core.errors import InfluenceInputError
+
+STATIC = pathlib.Path(__file__).resolve().parent.parent / "static"
+
+
+def float32_bytes(values: Any, name: str, n: int | None = None) -> bytes:
+    """A finite 1-D array as float32 bytes, checked for length."""
+    array = np.asarray(values.detach().cpu() if hasattr(values, "detach") else values, dtype=np.float32).ravel()
+    if n is not None and len(array) != n:
+        raise InfluenceInputError(f"{name} has {len(array)} values but there are {n} training points")
+    if not np.isfinite(array).all():
+        raise InfluenceInputError(
+            f"{name} contains {int((~np.isfinite(array)).sum())} NaN or infinite value(s); check the solver's "
+            "diagnostics (a diverged LiSSA or an indefinite Hessian) before displaying"
+        )
+    return array.tobytes()
+
+
+def int32_bytes(values: Any) -> bytes:
+    return np.asarray(values.detach().cpu() if hasattr(values, "detach") else values).astype(np.int32).ravel().tobytes()
+
+
+class _View(anywidget.AnyWidget):
+    selected = traitlets.Int(-1).tag(sync=True)
+    labels = traitlets.Bytes(b"").tag(sync=True)
+    thumbnails = traitlets.Bytes(b"").tag(sync=True)
+    thumb_shape = traitlets.List(traitlets.Int(), default_value=[]).tag(sync=True)
+    class_names = traitlets.List(traitlets.Unicode(), default_value=[]).tag(sync=True)
+
+    @property
+    def n_points(self) -> int:
+        return len(self.labels) // 4
+
+    def _html_fallback(self) -> str:
+        return "<p>influence_widgets view (run the notebook to interact)</p>"
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict:
+        bundle = super()._repr_mimebundle_(**kwargs)
+        data = bundle[0] if isinstance(bundle, tuple) else bundle
+        if data is None:
+            data = {}
+        data["text/html"] = self._html_fallback()
+        return (data, bundle[1]) if isinstance(bundle, tuple) else data
+
+
+class RankedView(_View):
+    """The test point, then its k most helpful and k most harmful training points."""
+
+    _esm = STATIC / "ranked.js"
+    changes = traitlets.Bytes(b"").tag(sync=True)
+    k = traitlets.Int(5).tag(sync=True)
+    test_info = traitlets.Dict().tag(sync=True)
+    test_thumbnail = traitlets.Bytes(b"").tag(sync=True)
+    row_text = traitlets.List(traitlets.Unicode(), default_value=[]).tag(sync=True)
+
+    @traitlets.validate("k")
+    def _check_k(self, proposal: dict) -> int:
+        if proposal["value"] < 1:
+            raise InfluenceInputError(f"k must be at least 1, got {proposal['value']}")
+        return proposal["value"]
+
+    def ranking(self) -> tuple[np.ndarray, np.ndarray]:
+        """(helpful, harmful) training indices as the view shows them (same rule as the JavaScript)."""
+        changes = np.frombuffer(self.changes, dtype=np.float32)
+        order = np.argsort(-changes, kind="stable")
+        helpful = [i for i in order[: self.k] if changes[i] > 0]
+        harmful = [i for i in np.argsort(changes, kind="stable")[: self.k] if changes[i] < 0]
+        return np.asarray(helpful, dtype=int), np.asarray(harmful, dtype=int)
+
+    def _html_fallback(self) -> str:
+        changes = np.frombuffer(self.changes, dtype=np.float32)
+        labels = np.frombuffer(self.labels, dtype=np.int32)
+        helpful, harmful = self.ranking()
+        info = self.test_info
+        rows = []
+        for title, indices in (("most helpful", helpful), ("most harmful", harmful)):
+            rows.append(f"<tr><th colspan=3>{title}</th></tr>")
+            rows += [
+                f"<tr><td>train #{i}</td><td>label {labels[i]}</td><td>{changes[i]:+.3g}</td></tr>" for i in indices
+            ]
+        head = html.escape(f"test #{info.get('index')}: label {info.get('label')}, predicted {info.get('prediction')}")
+        return f"<div><b>{head}</b><table>{''.join(rows)}</table><i>change in test loss if removed</i></div>"
+
+
+class ScatterView(_View):
+    """Every training point at (Euclidean distance to the test point, predicted change if removed)."""
+
+    _esm = STATIC / "scatter.js"
+    distances = traitlets.Bytes(b"").tag(sync=True)
+    changes = traitlets.Bytes(b"").tag(sync=True)
+    same_label = traitlets.Bytes(b"").tag(sync=True)
+    width = traitlets.Int(560).tag(sync=True)
+    height = traitlets.Int(360).tag(sync=True)
+    x_label = traitlets.Unicode("Euclidean distance to the test point").tag(sync=True)
+    y_label = traitlets.Unicode("change in test loss if removed").tag(sync=True)
+
+    def _html_fallback(self) -> str:
+        return f"<p>influence versus distance for {self.n_points} training points (run the notebook to interact)</p>"
+
+
+class TestStrip(_View):
+    """Test points to choose from; ``selected`` is the position in the strip."""
+
+    _esm = STATIC / "strip.js"
+    predictions = traitlets.Bytes(b"").tag(sync=True)

@@ -1,0 +1,42 @@
+// Linear scales, padded extents and tick values for the scatter plot.
+
+/** [min, max] of the finite values, padded by `pad` of the range (a zero range becomes +-0.5). */
+export function paddedExtent(values, pad = 0.05) {
+  let lo = Infinity, hi = -Infinity;
+  for (const v of values) {
+    if (Number.isFinite(v)) { if (v < lo) lo = v; if (v > hi) hi = v; }
+  }
+  if (lo === Infinity) return [0, 1];
+  if (lo === hi) return [lo - 0.5, hi + 0.5];
+  const margin = (hi - lo) * pad;
+  return [lo - margin, hi + margin];
+}
+
+/** Map [d0, d1] onto [r0, r1]; `.invert` maps back. */
+export function linearScale([d0, d1], [r0, r1]) {
+  const k = (r1 - r0) / (d1 - d0);
+  const scale = (v) => r0 + (v - d0) * k;
+  scale.invert = (p) => d0 + (p - r0) / k;
+  scale.domain = [d0, d1];
+  scale.range = [r0, r1];
+  return scale;
+}
+
+/** About `count` round tick values inside [lo, hi]. */
+export function ticks(lo, hi, count = 5) {
+  if (!(hi > lo)) return [lo];
+  const raw = (hi - lo) / count;
+  const power = Math.pow(10, Math.floor(Math.log10(raw)));
+  const step = [1, 2, 5, 10].map((m) => m * power).find((s) => s >= raw);
+  const out = [];
+  for (let i = Math.ceil(lo / step); i * step <= hi + step * 1e-9; i++) out.push(Number((i * step).toPrecision(12)));
+  return out;
+}
+
+/** Short numeric label: 3 significant digits, exponent form for very large or small values. */
+export function formatNumber(v) {
+  if (v === 0) return "0";
+  const a = Math.abs(v);
+  if (a >= 1e4 || a < 1e-3) return v.toExponential(2);
+  return Number(v.toPrecision(3)).toString();
+}

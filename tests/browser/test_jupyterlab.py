@@ -1,0 +1,128 @@
+"""End to end: a real JupyterLab server on localhost, the explorer notebook run in headless chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import nbformat
+import pytest
+
+CELLS = [
+    """import torch
+from influence_widgets import InfluenceExplainer
+from influence_widgets.data import LogisticRegression, cross_entropy_per_example, fit_lbfgs, load_digits
+from influence_widgets.widgets import explore
+torch.manual_seed(0)
+split = load_digits(seed=0)
+x, y = split.X_train[:200], split.y_train[:200]
+model = LogisticRegression(64, 10)
+fit_lbfgs(model, cross_entropy_per_example, x, y, 0.01)
+ex = InfluenceExplainer(model, cross_entropy_per_example, x, y, weight_decay=0.01, progress=False)
+explorer = explore(ex, split.X_test[:8], split.y_test[:8], images_train=split.images_train[:200],
+                   images_test=split.images_test[:8], loo_points=3)
+explorer""",
+    'print(f"CURRENT={explorer.current} SELECTED={explorer.scatter.selected}")',
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def jupyter(tmp_path_factory):
+    pytest.importorskip("jupyterlab")
+    tmp = tmp_path_factory.mktemp("lab")
+    root = tmp / "root"
+    root.mkdir()
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nbformat.write(notebook, root / "explorer.ipynb")
+    settings = tmp / "settings/@jupyterlab/apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false", "checkForUpdates": false}')
+    env = dict(
+        os.environ,
+        JUPYTER_CONFIG_DIR=str(tmp / "cfg"),
+        JUPYTER_RUNTIME_DIR=str(tmp / "rt"),
+        JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(tmp / "ws"),
+        IPYTHONDIR=str(tmp / "ipy"),
+    )
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--IdentityProvider.token=",
+        "--ServerApp.password=",
+        "--ServerApp.disable_check_xsrf=True",
+        f"--ServerApp.root_dir={root}",
+    ]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--allow-root")
+    log = open(tmp / "server.log", "wb")  # noqa: SIM115
+    server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        if server.poll() is not None:
+            raise RuntimeError((tmp / "server.log").read_text())
+        try:
+            urllib.request.urlopen(url + "/api/status", timeout=2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                server.kill()
+                raise
+            time.sleep(0.3)
+    yield url
+    server.terminate()
+    try:
+        server.wait(15)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+    log.close()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_explorer_notebook_renders_and_clicks_reach_the_kernel(jupyter, open_page):
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=90_000)
+    session = open_page(jupyter)
+    page = session.page
+    page.set_default_timeout(90_000)
+    page.goto(f"{jupyter}/lab/tree/explorer.ipynb")
+    expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible()
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    output = page.locator(".jp-OutputArea-output")
+    expect(output.locator(".iw-ranked .iw-item").first).to_be_visible()
+    expect(output.locator("canvas.iw-scatter-canvas")).to_be_visible()
+    summary = output.locator(".iw-test-summary")
+    expect(summary).to_contain_text("test #0")
+    before = output.locator(".iw-ranked .iw-helpful .iw-item").first.get_attribute("data-index")
+    output.locator(".iw-strip .iw-cell").nth(3).click()
+    expect(summary).to_contain_text("test #3")  # the kernel computed test point 3 and sent it back
+    after = output.locator(".iw-ranked .iw-helpful .iw-item").first.get_attribute("data-index")
+    assert before != after
+    output.locator(".iw-ranked .iw-helpful .iw-item").first.click()
+    last = page.locator(".jp-Notebook .jp-Cell").nth(1)
+    last.locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Control+Enter")
+    expect(last.locator(".jp-OutputArea-output")).to_have_text(f"CURRENT=3 SELECTED={after}")
+    assert session.errors == [] or all("favicon" in e for e in session.errors), session.errors
