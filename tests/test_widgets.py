@@ -167,3 +167,10 @@ def test_bad_input_to_the_explorer(digits_explorer):
         view.changes = float32_bytes([0.0, float("nan")], "scores")
     with pytest.raises(InfluenceInputError, match="k must be at least 1"):
         RankedView(k=0)
+
+
+def test_diagnostics_panel_states_the_curvature_in_words(digits_explorer):
+    explorer, *_ = digits_explorer
+    explorer.diagnostics.estimate_curvature()
+    assert "positive definite: the influence is well posed" in explorer.diagnostics.curvature_text.value
+    assert "exact" in explorer.diagnostics.text.value and "weight decay 0.01" in explorer.diagnostics.text.value

@@ -98,16 +98,45 @@ class LOOPanel(widgets.VBox):
 
 
 class DiagnosticsPanel(widgets.HBox):
-    """The latest solve: residual or estimate-norm trace, eigenvalues, damping and warnings in words."""
+    """The latest solve: residual or estimate-norm trace, eigenvalues, damping and warnings in words.
+
+    The "Estimate eigenvalues" button runs ``explainer.curvature()`` and says whether the Hessian is
+    positive definite and which damping the paper's rule suggests.
+    """
 
     def __init__(self) -> None:
         self.image = widgets.Image(format="png", value=figure_png(diagnostics_figure(None)))
         self.text = widgets.HTML("")
+        self.curvature_button = widgets.Button(description="Estimate eigenvalues", icon="calculator")
+        self.curvature_text = widgets.HTML("")
         self._shown: object = None
-        super().__init__([self.image, self.text])
+        self._explainer = None
+        self.curvature_button.on_click(lambda _: self.estimate_curvature())
+        super().__init__([self.image, widgets.VBox([self.text, self.curvature_button, self.curvature_text])])
+
+    def estimate_curvature(self) -> None:
+        """Extreme eigenvalues of H, in words, with the damping to use if H is not positive definite."""
+        if self._explainer is None:
+            return
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # said in the panel instead
+            report = self._explainer.curvature()
+        e = report.eigenvalues
+        verdict = (
+            "positive definite: the influence is well posed"
+            if report.is_positive_definite
+            else f"NOT positive definite: use damping >= {report.suggested_damping:.3g} (the paper's rule)"
+        )
+        self.curvature_text.value = (
+            f"<p>Hessian eigenvalues between {e.lambda_min:.3g} and {e.lambda_max:.3g} ({e.method}, weight decay "
+            f"and damping included), condition number {e.condition_number:.3g}: {verdict}.</p>"
+        )
 
     def update(self, explainer) -> None:
         """Redraw for the explainer's latest solve (nothing to do if it is the one shown)."""
+        self._explainer = explainer
         diagnostics = explainer.diagnostics[-1] if explainer.diagnostics else None
         if diagnostics is self._shown:
             return

@@ -108,7 +108,17 @@ export function renderRanked({ model, el }) {
       if (!list.length) column.appendChild(Object.assign(document.createElement("div"), { textContent: "none" }));
       columns.appendChild(column);
     }
-    root.replaceChildren(header, columns);
+    const parts = [header];
+    if (selected >= 0 && selected < changes.length && !helpful.includes(selected) && !harmful.includes(selected)) {
+      const chosen = document.createElement("div");
+      chosen.className = "iw-chosen";
+      const h = document.createElement("h4");
+      h.textContent = "Selected point";
+      chosen.append(h, item(selected, changes[selected], Math.max(maxAbs, Math.abs(changes[selected])), labels, thumbs,
+        shape, names, rowText, selected));
+      parts.push(chosen);
+    }
+    root.replaceChildren(...parts, columns);
   }
 
   const events = "change:changes change:selected change:k change:test_info change:test_thumbnail change:labels change:thumbnails";

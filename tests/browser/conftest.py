@@ -50,7 +50,7 @@ class Page:
         self.page.set_default_timeout(30_000)
         self.refused: list[str] = []
         self.errors: list[str] = []
-        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.on("pageerror", lambda error: self.errors.append(f"{error} {error.stack}"))
         self.page.on("console", lambda msg: self.errors.append(msg.text) if msg.type == "error" else None)
 
         def route(route):

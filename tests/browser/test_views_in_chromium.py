@@ -85,6 +85,10 @@ def test_ranked_and_scatter_render_and_a_click_selects_the_right_point(open_page
     assert close.sum() == 1, "the random layout put another point next to the target; change the seed"
     page.page.locator(".iw-scatter-overlay").click(position={"x": float(x), "y": float(y)})
     assert page.page.evaluate("window.scatterModel.get('selected')") == target
+    page.page.evaluate("window.rankedModel.set('selected', window.scatterModel.get('selected'))")  # the link
+    top = set(np.argsort(-changes)[:3]) | set(np.argsort(changes)[:3])
+    if target not in top:  # a point outside the lists is shown on its own, highlighted
+        assert page.page.locator(f".iw-chosen .iw-item.iw-selected[data-index='{target}']").count() == 1
     page.page.locator(".iw-ranked .iw-helpful .iw-item").nth(1).click()
     second = int(page.page.locator(".iw-ranked .iw-helpful .iw-item").nth(1).get_attribute("data-index"))
     assert page.page.evaluate("window.rankedModel.get('selected')") == second
