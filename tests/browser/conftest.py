@@ -51,7 +51,12 @@ class Page:
         self.refused: list[str] = []
         self.errors: list[str] = []
         self.page.on("pageerror", lambda error: self.errors.append(f"{error} {error.stack}"))
-        self.page.on("console", lambda msg: self.errors.append(msg.text) if msg.type == "error" else None)
+        self.page.on(
+            "console",
+            lambda msg: (
+                self.errors.append(f"{msg.text} at {msg.location.get('url', '')}") if msg.type == "error" else None
+            ),
+        )
 
         def route(route):
             if route.request.url.startswith(allowed):
