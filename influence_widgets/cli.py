@@ -50,24 +50,10 @@ def run_demo(
     )
     damping_note = ""
     if model == "cnn":  # non-convex: the paper's rule, damping at least |lambda_min|
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            report = explainer.curvature()
-        if not report.is_positive_definite:
-            damping = report.suggested_damping
-            explainer = InfluenceExplainer(
-                trained.model,
-                trained.loss_fn,
-                split.X_train,
-                split.y_train,
-                weight_decay=trained.weight_decay,
-                damping=damping,
-                solver=solver,
-                progress=progress,
-            )
-            damping_note = f", damping {damping:.2g} (smallest Hessian eigenvalue {report.eigenvalues.lambda_min:.2g})"
+        explainer, report = explainer.positive_definite()
+        if explainer.damping > 0:
+            lam_min = report.eigenvalues.lambda_min
+            damping_note = f", damping {explainer.damping:.2g} (smallest Hessian eigenvalue {lam_min:.2g})"
     with torch.no_grad():
         outputs = explainer.objective.outputs(split.X_test.to(explainer.objective.dtype))
         losses = trained.loss_fn(outputs, split.y_test)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from sklearn.svm import LinearSVC
 
@@ -28,21 +26,9 @@ def test_small_cnn_first_order_prediction_tracks_retraining():
     fit_adam(model, cross_entropy_per_example, x, y, wd, steps=300, lr=0.02)
     fit_lbfgs(model, cross_entropy_per_example, x, y, wd, max_iter=2000)
     assert gradient_norm(model, cross_entropy_per_example, x, y, wd) < 1e-5
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the non-convexity check may warn; its suggestion is what we use
-        report = InfluenceExplainer(
-            model, cross_entropy_per_example, x, y, weight_decay=wd, solver="exact", progress=False
-        ).curvature()
-    ex = InfluenceExplainer(
-        model,
-        cross_entropy_per_example,
-        x,
-        y,
-        weight_decay=wd,
-        damping=report.suggested_damping,
-        solver="exact",
-        progress=False,
-    )
+    ex, _ = InfluenceExplainer(
+        model, cross_entropy_per_example, x, y, weight_decay=wd, solver="exact", progress=False
+    ).positive_definite()  # damped by the non-convexity check's suggestion where needed
     with torch.no_grad():
         row = cross_entropy_per_example(model(split.X_test), split.y_test).argmax()
     result = ex.validate_loo(

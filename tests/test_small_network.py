@@ -113,3 +113,22 @@ def test_curvature_finds_the_smallest_eigenvalue_of_the_explicit_hessian(network
         estimate = lanczos.curvature(steps=80).eigenvalues
     assert estimate.lambda_min == pytest.approx(eigs[0], rel=1e-3)
     assert estimate.lambda_max == pytest.approx(eigs[-1], rel=1e-6)
+
+
+def test_positive_definite_damps_by_the_suggestion_and_reuses_the_hessian(network):
+    _, x, y, x_test, y_test = network
+    torch.manual_seed(3)
+    untrained = mlp()
+    ex = InfluenceExplainer(untrained, cross_entropy_per_example, x, y, solver="exact", progress=False)
+    eigs = np.linalg.eigvalsh(as_numpy(ex.solver.hessian(ex.hessian)))
+    damped, report = ex.positive_definite()
+    assert damped is not ex and damped.damping == pytest.approx(1.1 * abs(eigs[0]))
+    assert ex.damping == 0.0  # the original is unchanged
+    hessian = as_numpy(damped.solver.hessian(damped.hessian))
+    np.testing.assert_allclose(hessian, as_numpy(ex.solver.hessian(ex.hessian)) + damped.damping * np.eye(len(eigs)))
+    fresh = InfluenceExplainer(
+        untrained, cross_entropy_per_example, x, y, damping=damped.damping, solver="exact", progress=False
+    )
+    torch.testing.assert_close(damped.influence(x_test, y_test), fresh.influence(x_test, y_test))
+    trained_ex = make(network[0], x, y, "exact")
+    assert trained_ex.positive_definite()[0] is trained_ex

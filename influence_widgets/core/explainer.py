@@ -15,6 +15,7 @@ Conventions kept by every method:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import warnings
 from collections.abc import Callable, Sequence
@@ -386,6 +387,38 @@ class InfluenceExplainer:
         )
 
     # ------------------------------------------------------------------ curvature
+
+    def with_damping(self, damping: float) -> InfluenceExplainer:
+        """The same explainer with another damping; train gradients (and an explicit Hessian) are reused."""
+        if not isinstance(damping, (int, float)) or not damping >= 0 or damping == float("inf"):
+            raise InfluenceInputError(f"damping must be a finite number >= 0, got {damping!r}")
+        clone = copy.copy(self)
+        clone.damping = float(damping)
+        clone.hessian = TrainingHessian(
+            self.objective, self.data, self.weight_decay, clone.damping, self.batch_size, progress=self.progress
+        )
+        clone.solver = make_solver(self.solver_name, self.solver.options, progress=self.progress)
+        if isinstance(self.solver, ExactSolver) and self.solver.has_hessian(self.hessian):
+            shift = (clone.damping - self.damping) * torch.eye(self.n_params, dtype=torch.float64)
+            clone.solver.seed_hessian(
+                clone.hessian, self.solver.hessian(self.hessian) + shift.to(self.objective.device)
+            )
+        clone.diagnostics = []
+        clone._s_test_cache = {}
+        return clone
+
+    def positive_definite(self) -> tuple[InfluenceExplainer, CurvatureReport]:
+        """This explainer if H is positive definite, else a copy damped as ``curvature()`` suggests.
+
+        The paper's rule for non-convex models: damping at least the magnitude of the smallest
+        eigenvalue. Returns the explainer to use and the curvature report it was decided on.
+        """
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NonConvexWarning)
+            report = self.curvature()
+        if report.is_positive_definite:
+            return self, report
+        return self.with_damping(report.suggested_damping), report
 
     def curvature(self, steps: int = 40, seed: int = 0) -> CurvatureReport:
         """Extreme eigenvalues of H (weight decay and damping included); warns when H is not positive definite.

@@ -42,6 +42,14 @@ class ExactSolver:
             self._factor = None
         return self._hessian
 
+    def has_hessian(self, operator: HessianOperator) -> bool:
+        return self._operator is operator and self._hessian is not None
+
+    def seed_hessian(self, operator: HessianOperator, hessian: torch.Tensor) -> None:
+        """Use an already-built explicit Hessian for ``operator`` (e.g. the same H with another damping)."""
+        self.check_size(operator.size)
+        self._operator, self._hessian, self._factor = operator, hessian.to(torch.float64), None
+
     def _factorise(self, operator: HessianOperator) -> tuple[str, torch.Tensor, torch.Tensor | None]:
         hessian = self.hessian(operator)
         if self._factor is None:
