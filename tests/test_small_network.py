@@ -122,6 +122,7 @@ def test_positive_definite_damps_by_the_suggestion_and_reuses_the_hessian(networ
     ex = InfluenceExplainer(untrained, cross_entropy_per_example, x, y, solver="exact", progress=False)
     eigs = np.linalg.eigvalsh(as_numpy(ex.solver.hessian(ex.hessian)))
     damped, report = ex.positive_definite()
+    assert report.eigenvalues.lambda_min == pytest.approx(eigs[0], rel=1e-9)
     assert damped is not ex and damped.damping == pytest.approx(1.1 * abs(eigs[0]))
     assert ex.damping == 0.0  # the original is unchanged
     hessian = as_numpy(damped.solver.hessian(damped.hessian))
