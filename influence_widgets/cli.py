@@ -50,9 +50,9 @@ def run_demo(
     )
     damping_note = ""
     if model == "cnn":  # non-convex: the paper's rule, damping at least |lambda_min|
-        explainer, report = explainer.positive_definite()
+        explainer, curvature = explainer.positive_definite()
         if explainer.damping > 0:
-            lam_min = report.eigenvalues.lambda_min
+            lam_min = curvature.eigenvalues.lambda_min
             damping_note = f", damping {explainer.damping:.2g} (smallest Hessian eigenvalue {lam_min:.2g})"
     with torch.no_grad():
         outputs = explainer.objective.outputs(split.X_test.to(explainer.objective.dtype))

@@ -18,3 +18,29 @@ def test_demo_prints_helpful_and_harmful_points_and_writes_a_report(tmp_path, ca
     for _, _, influence, change in rows:  # the printed change on removal is -I_up,loss / n
         assert (float(influence) > 0) == (float(change) < 0)
     assert "leave-one-out check" in out and report.exists() and 'id="iw-payload"' in report.read_text()
+
+
+def test_cnn_demo_applies_the_damping_rule_and_writes_a_report(tmp_path, capsys):
+    report = tmp_path / "cnn.html"
+    assert (
+        main(
+            [
+                "demo",
+                "--model",
+                "cnn",
+                "--no-progress",
+                "--n-test",
+                "1",
+                "--top",
+                "2",
+                "--loo",
+                "0",
+                "--report",
+                str(report),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "cnn on the built-in digits" in out and "solver exact, 1626 parameters" in out
+    assert report.exists()
