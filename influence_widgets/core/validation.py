@@ -89,6 +89,35 @@ def run_builtin(method: LBFGSRetrain | StepsRetrain, module, names, loss_fn, x, 
     return module
 
 
+def retrain_copy(explainer, x: torch.Tensor, y: torch.Tensor, method: Any = None) -> nn.Module:
+    """A copy of the explainer's model, warm-started at theta_hat and retrained on (x, y).
+
+    Built-in methods minimise (1/n) sum loss + (lambda/2)||theta||^2 with n the explainer's training-set
+    size (so removing a point is eps = -1/n) over the selected parameters only; a callable
+    ``method(model_copy, x, y) -> model`` is checked to return the same architecture.
+    """
+    objective = explainer.objective
+    method = LBFGSRetrain() if method is None else method
+    names = set(objective.names)
+    module = copy.deepcopy(objective.module)
+    for name, p in module.named_parameters():
+        p.requires_grad_(name in names)
+    x, y = x.to(objective.device), y.to(objective.device)
+    if isinstance(method, (LBFGSRetrain, StepsRetrain)):
+        run_builtin(method, module, names, objective.loss_fn, x, y, explainer.n_train, explainer.weight_decay)
+        return module.eval()
+    result = method(module, x, y)
+    if not isinstance(result, nn.Module):
+        raise InfluenceInputError(f"retrain must return the retrained nn.Module, got {type(result).__name__}")
+    reference = {name: p.shape for name, p in objective.module.named_parameters()}
+    if {name: p.shape for name, p in result.named_parameters()} != reference:
+        raise InfluenceInputError(
+            "retrain returned a model with a different architecture (parameter names or shapes changed); "
+            "retrain the copy it is given and return it"
+        )
+    return result.eval()
+
+
 @dataclass
 class LOOResult:
     """Predicted versus actual change in test loss when each training point is removed.
@@ -215,36 +244,13 @@ def validate_loo(
         newton = explainer.newton_loss_change(x, y, removed_union)
         refined_all = {int(i): newton[:, k] for k, i in enumerate(removed_union)}
     objective = explainer.objective
-    names = set(objective.names)
     x_train, y_train = explainer.data.x, explainer.data.y
     n = explainer.n_train
     device = objective.device
     x_dev, y_dev = x.to(device), y.to(device)
 
-    def fresh_copy() -> nn.Module:
-        module = copy.deepcopy(objective.module)
-        for name, p in module.named_parameters():
-            p.requires_grad_(name in names)
-        return module
-
-    reference_shapes = {name: p.shape for name, p in objective.module.named_parameters()}
-
     def retrain_without(keep: torch.Tensor) -> nn.Module:
-        module = fresh_copy()
-        xk, yk = x_train[keep].to(device), y_train[keep].to(device)
-        if isinstance(method, (LBFGSRetrain, StepsRetrain)):
-            run_builtin(method, module, names, objective.loss_fn, xk, yk, n, explainer.weight_decay)
-            return module
-        result = method(module, xk, yk)
-        if not isinstance(result, nn.Module):
-            raise InfluenceInputError(f"retrain must return the retrained nn.Module, got {type(result).__name__}")
-        shapes = {name: p.shape for name, p in result.named_parameters()}
-        if shapes != reference_shapes:
-            raise InfluenceInputError(
-                "retrain returned a model with a different architecture (parameter names or "
-                "shapes changed); retrain the copy it is given and return it"
-            )
-        return result
+        return retrain_copy(explainer, x_train[keep], y_train[keep], method)
 
     def test_losses(module: nn.Module) -> torch.Tensor:
         module.eval()
