@@ -1,0 +1,13 @@
+"""The paper's use cases as plain functions over the core (Section 5)."""
+
+from .behaviour import LocalitySummary, compare_models, influence_locality
+from .mislabel import TriageResult, review_order, simulate_triage
+
+__all__ = [
+    "LocalitySummary",
+    "TriageResult",
+    "compare_models",
+    "influence_locality",
+    "review_order",
+    "simulate_triage",
+]
