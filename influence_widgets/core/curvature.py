@@ -60,7 +60,6 @@ class TrainingHessian:
         self.size = objective.size
         self.dtype = objective.dtype
         self.device = objective.device
-        self.matvec_count = 0
 
     @property
     def shift(self) -> float:
@@ -79,7 +78,6 @@ class TrainingHessian:
         return total
 
     def matvec(self, vectors: torch.Tensor) -> torch.Tensor:
-        self.matvec_count += vectors.shape[1]
         total = torch.zeros_like(vectors)
         for _, x, y in self.data.chunks(self.chunk_size):
             total += self._sum_matvec(x, y, vectors)
@@ -89,7 +87,6 @@ class TrainingHessian:
         n = len(self.data)
         if batch_size >= n:
             return self.matvec(vectors)
-        self.matvec_count += vectors.shape[1]
         indices = torch.randperm(n, generator=generator)[:batch_size]
         x, y = self.data.take(indices)
         return self._sum_matvec(x, y, vectors) / batch_size + self.shift * vectors

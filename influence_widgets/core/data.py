@@ -32,6 +32,3 @@ class TrainingData:
         for start in range(0, len(self.x), size):
             stop = start + size
             yield start, self.x[start:stop].to(self.device), self.y[start:stop].to(self.device)
-
-    def n_chunks(self, size: int) -> int:
-        return -(-len(self.x) // size)

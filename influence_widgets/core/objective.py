@@ -103,12 +103,6 @@ class Objective:
         pieces = torch.split(theta, self.numels)
         return {name: piece.view(shape) for name, piece, shape in zip(self.names, pieces, self.shapes)}
 
-    def flatten(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Concatenate named tensors (each with an optional leading batch dim) into [..., p]."""
-        first = tensors[self.names[0]]
-        lead = first.shape[: first.ndim - len(self.shapes[0])]
-        return torch.cat([tensors[name].reshape(*lead, -1) for name in self.names], dim=-1)
-
     def outputs(self, x: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
         """Model outputs for a batch ``x`` at ``theta`` (default: the trained parameters)."""
         theta = self.theta if theta is None else theta
