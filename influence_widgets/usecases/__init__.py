@@ -1,13 +1,16 @@
 """The paper's use cases as plain functions over the core (Section 5)."""
 
+from .attack import AttackResult, training_set_attack
 from .behaviour import LocalitySummary, compare_models, influence_locality
 from .mislabel import TriageResult, review_order, simulate_triage
 
 __all__ = [
+    "AttackResult",
     "LocalitySummary",
     "TriageResult",
     "compare_models",
     "influence_locality",
     "review_order",
     "simulate_triage",
+    "training_set_attack",
 ]

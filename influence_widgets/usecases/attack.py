@@ -1,0 +1,120 @@
+"""Training-set attacks (the paper's Section 5.2): perturb a training input to flip a test prediction.
+
+Each step moves the chosen training inputs by ``step_size`` along sign(I_pert,loss(z, z_test)) (the
+direction that raises the test loss), keeps them within ``epsilon`` of the originals in the L-infinity
+norm and inside ``input_range``, and retrains a copy before the next step. The flip is judged by
+retraining, not by the linear prediction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..core.errors import InfluenceInputError
+from ..core.validation import retrain_copy
+from .mislabel import accuracy_of
+
+
+@dataclass
+class AttackResult:
+    """Perturbed training inputs ``perturbed`` [k, *x_shape] at ``indices``, and what retraining showed."""
+
+    indices: torch.Tensor
+    original: torch.Tensor
+    perturbed: torch.Tensor
+    prediction_before: int
+    prediction_after: int
+    predicted_loss_change: float
+    observed_loss_change: float
+
+    @property
+    def flipped(self) -> bool:
+        return self.prediction_after != self.prediction_before
+
+    @property
+    def max_change(self) -> float:
+        """L-infinity size of the perturbation."""
+        return float((self.perturbed - self.original).abs().max())
+
+
+def _prediction(model: torch.nn.Module, x: torch.Tensor) -> int:
+    with torch.no_grad():
+        out = model(x)
+    return int(out.argmax(1)) if out.ndim == 2 and out.shape[1] > 1 else int(out.reshape(-1)[0] > 0)
+
+
+def training_set_attack(
+    explainer,
+    x_test: Any,
+    y_test: Any,
+    epsilon: float,
+    *,
+    train_indices: Any = None,
+    n_points: int = 1,
+    steps: int = 10,
+    step_size: float | None = None,
+    input_range: tuple[float, float] = (0.0, 1.0),
+    retrain: Any = None,
+    require_correct: bool = True,
+) -> AttackResult:
+    """Perturb ``n_points`` training inputs (default: the largest |I_up,loss| for this test point) to raise
+    the test loss of one test point, retraining after each step. ``step_size`` defaults to epsilon / 4."""
+    lo, hi = input_range
+    if not hi > lo:
+        raise InfluenceInputError(f"input_range must be (low, high) with high > low, got {input_range}")
+    if not 0 < epsilon <= hi - lo:
+        raise InfluenceInputError(
+            f"epsilon must lie in (0, {hi - lo:g}] for inputs in {input_range}, got {epsilon}; it is the largest "
+            "change allowed per input value (L-infinity)"
+        )
+    if steps < 1:
+        raise InfluenceInputError(f"steps must be at least 1, got {steps}")
+    x, y = explainer._coerce_test(x_test, y_test)
+    if len(x) != 1:
+        raise InfluenceInputError(f"attack one test point at a time; got {len(x)}")
+    device = explainer.objective.device
+    x_dev, y_dev = x.to(device), y.to(device)
+    before = _prediction(explainer.objective.module, x_dev)
+    if require_correct and accuracy_of(explainer.objective.module, x_dev, y) < 1:
+        raise InfluenceInputError(
+            "the model already misclassifies this test point; pick a correctly classified one, or pass "
+            "require_correct=False"
+        )
+    if train_indices is None:
+        influence = explainer.influence(x, y)[0]
+        train_indices = torch.argsort(influence.abs(), descending=True)[:n_points]
+    indices = torch.as_tensor(train_indices).reshape(-1).long()
+    step_size = epsilon / 4 if step_size is None else step_size
+    data_x = explainer.data.x.clone()
+    original = data_x[indices].clone()
+    first_direction = explainer.influence_pert_loss(x, y, indices)[0]
+    current = explainer
+    model = explainer.objective.module
+    for _ in range(steps):
+        direction = current.influence_pert_loss(x, y, indices)[0]
+        moved = data_x[indices] + step_size * torch.sign(direction).to(data_x.dtype)
+        moved = torch.clamp(torch.minimum(torch.maximum(moved, original - epsilon), original + epsilon), lo, hi)
+        data_x[indices] = moved
+        model = retrain_copy(explainer, data_x, explainer.data.y, retrain)
+        current = type(explainer)(
+            model,
+            explainer.objective.loss_fn,
+            data_x,
+            explainer.data.y,
+            weight_decay=explainer.weight_decay,
+            solver=explainer.solver_name,
+            damping=explainer.damping,
+            params=explainer.objective.names,
+            progress=False,
+        )
+    loss_fn = explainer.objective.loss_fn
+    with torch.no_grad():
+        observed = float(loss_fn(model(x_dev), y_dev).sum() - loss_fn(explainer.objective.outputs(x_dev), y_dev).sum())
+    delta = (data_x[indices] - original).to(first_direction.dtype)
+    predicted = float((delta * first_direction).sum()) / explainer.n_train
+    return AttackResult(
+        indices, original, data_x[indices].clone(), before, _prediction(model, x_dev), predicted, observed
+    )
