@@ -8,18 +8,21 @@ from .models import (
     cross_entropy_per_example,
     squared_error_per_example,
 )
+from .synthetic import TabularSplit, make_readmission
 from .training import fit_adam, fit_lbfgs, gradient_norm, objective_value
 
 __all__ = [
     "LogisticRegression",
     "SmallCNN",
     "Split",
+    "TabularSplit",
     "binary_logistic_per_example",
     "cross_entropy_per_example",
     "fit_adam",
     "fit_lbfgs",
     "gradient_norm",
     "load_digits",
+    "make_readmission",
     "objective_value",
     "squared_error_per_example",
 ]
