@@ -407,6 +407,23 @@ class InfluenceExplainer:
         clone._s_test_cache = {}
         return clone
 
+    def for_model(self, model: nn.Module, X_train: Any = None, y_train: Any = None) -> InfluenceExplainer:
+        """A fresh explainer with this one's loss and settings for another model (for example a retrained
+        copy) and, optionally, another training set (default: this one's)."""
+        return type(self)(
+            model,
+            self.objective.loss_fn,
+            self.data.x if X_train is None else X_train,
+            self.data.y if y_train is None else y_train,
+            weight_decay=self.weight_decay,
+            solver=self.solver_name,
+            damping=self.damping,
+            params=self.objective.names,
+            solver_options=self.solver.options,
+            batch_size=self.batch_size,
+            progress=self.progress,
+        )
+
     def positive_definite(self) -> tuple[InfluenceExplainer, CurvatureReport]:
         """This explainer if H is positive definite, else a copy damped as ``curvature()`` suggests.
 

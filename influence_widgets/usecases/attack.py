@@ -99,17 +99,7 @@ def training_set_attack(
         moved = torch.clamp(torch.minimum(torch.maximum(moved, original - epsilon), original + epsilon), lo, hi)
         data_x[indices] = moved
         model = retrain_copy(explainer, data_x, explainer.data.y, retrain)
-        current = type(explainer)(
-            model,
-            explainer.objective.loss_fn,
-            data_x,
-            explainer.data.y,
-            weight_decay=explainer.weight_decay,
-            solver=explainer.solver_name,
-            damping=explainer.damping,
-            params=explainer.objective.names,
-            progress=False,
-        )
+        current = explainer.for_model(model, data_x)
     loss_fn = explainer.objective.loss_fn
     with torch.no_grad():
         observed = float(loss_fn(model(x_dev), y_dev).sum() - loss_fn(explainer.objective.outputs(x_dev), y_dev).sum())

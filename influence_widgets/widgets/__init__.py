@@ -3,6 +3,7 @@
 from .explorer import Explorer, PointResult, explore
 from .panels import DiagnosticsPanel, LOOPanel
 from .plots import diagnostics_figure, figure_png, loo_figure
+from .triage import TriagePanel
 from .views import RankedView, ScatterView, TestStrip
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "RankedView",
     "ScatterView",
     "TestStrip",
+    "TriagePanel",
     "diagnostics_figure",
     "explore",
     "figure_png",
