@@ -18,15 +18,16 @@ from __future__ import annotations
 import copy
 import hashlib
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 from .curvature import EigenvalueEstimate, TrainingHessian, lanczos_extremes
-from .data import TrainingData
+from .data import StreamedData, TrainingData
 from .errors import InfluenceInputError, NonConvexWarning
 from .inputs import as_tensor, cast_inputs, cast_targets, check_feature_shape, check_finite, check_indices, check_pair
 from .objective import LossFn, Objective
@@ -36,6 +37,8 @@ from .solvers import ExactSolver, SolveDiagnostics, make_solver, resolve_solver_
 from .validation import LOOResult, validate_loo
 
 Measurement = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+GRADIENT_CACHE_BYTES = 2**30  # "auto" keeps G [n, p] in memory up to this size, else streams it
 
 
 @dataclass(frozen=True)
@@ -68,13 +71,18 @@ class InfluenceExplainer:
         loss_fn: ``loss_fn(outputs, targets) -> [b]`` per-example losses, e.g.
             ``nn.CrossEntropyLoss(reduction="none")``; for one logit and BCE, squeeze the output:
             ``lambda out, y: F.binary_cross_entropy_with_logits(out.squeeze(-1), y, reduction="none")``.
-        X_train, y_train: the training set the model was fit on, [n, *feature_shape] and [n, ...].
+        X_train, y_train: the training set the model was fit on, [n, *feature_shape] and [n, ...]; or
+            ``X_train`` a map-style ``Dataset`` (or unshuffled ``DataLoader``) of ``(x_i, y_i)`` pairs and
+            ``y_train=None``, read ``batch_size`` items at a time and never held whole.
         weight_decay: lambda in (lambda/2)||theta||^2, the regulariser the model was trained with.
         solver: ``"auto"`` (exact up to 3000 parameters, else CG), ``"exact"``, ``"cg"`` or ``"lissa"``.
         damping: added to the Hessian's diagonal; needed when the model is not convex.
         params: parameter names or module prefixes that count (default: all with requires_grad).
         solver_options: ``ExactOptions``/``CGOptions``/``LissaOptions`` or a dict of their fields.
-        batch_size: training points per chunk of per-example gradients and Hessian-vector products.
+        batch_size: training points per chunk of per-example gradients and Hessian-vector products;
+            bounds the working memory to about batch_size x p values.
+        cache_gradients: keep G = [nabla L(z_i)] [n, p] in memory after the first pass (True), stream it
+            again for every query (False), or ``"auto"``: cache when G takes at most 1 GiB.
         progress: show ``tqdm`` bars for work longer than a second.
     """
 
@@ -91,6 +99,7 @@ class InfluenceExplainer:
         params: Sequence[str] | str | None = None,
         solver_options: Any = None,
         batch_size: int = 256,
+        cache_gradients: bool | str = "auto",
         progress: bool = True,
     ) -> None:
         for name, value in (("weight_decay", weight_decay), ("damping", damping)):
@@ -98,9 +107,17 @@ class InfluenceExplainer:
                 raise InfluenceInputError(f"{name} must be a finite number >= 0, got {value!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InfluenceInputError(f"batch_size must be a positive integer, got {batch_size!r}")
-        x = as_tensor(X_train, "X_train")
-        y = as_tensor(y_train, "y_train")
-        check_pair(x, y, "X_train", "y_train")
+        if cache_gradients not in (True, False, "auto"):
+            raise InfluenceInputError(f"cache_gradients must be True, False or 'auto', got {cache_gradients!r}")
+        streamed = isinstance(X_train, (Dataset, DataLoader))
+        if streamed and y_train is not None:
+            raise InfluenceInputError(
+                "X_train is a Dataset/DataLoader whose items carry the targets; pass y_train=None"
+            )
+        if not streamed:
+            x = as_tensor(X_train, "X_train")
+            y = as_tensor(y_train, "y_train")
+            check_pair(x, y, "X_train", "y_train")
         self.objective = Objective(model, loss_fn, params)
         check_finite(self.objective.theta, "the model's selected parameters")
         self.solver_name = resolve_solver_name(solver, self.objective.size)
@@ -111,14 +128,24 @@ class InfluenceExplainer:
         self.damping = float(damping)
         self.batch_size = batch_size
         self.progress = progress
-        dtype = self.objective.dtype
-        self.data = TrainingData(cast_inputs(x, dtype), cast_targets(y, dtype), self.objective.device)
+        dtype, device = self.objective.dtype, self.objective.device
+        if isinstance(X_train, DataLoader):
+            self.data = StreamedData.from_loader(X_train, device, dtype)
+        elif streamed:
+            self.data = StreamedData(X_train, device, dtype)
+        else:
+            self.data = TrainingData(cast_inputs(x, dtype), cast_targets(y, dtype), device)
+        gradient_bytes = len(self.data) * self.objective.size * self.objective.theta.element_size()
+        self.cache_gradients = cache_gradients is True or (
+            cache_gradients == "auto" and gradient_bytes <= GRADIENT_CACHE_BYTES
+        )
         self._check_model_and_loss(self.objective.loss_fn, "loss_fn")
         self.hessian = TrainingHessian(
             self.objective, self.data, self.weight_decay, self.damping, batch_size, progress=progress
         )
         self.diagnostics: list[SolveDiagnostics] = []
         self._train_grads: torch.Tensor | None = None
+        self._projections: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self._s_test_cache: dict[tuple[Any, bytes], torch.Tensor] = {}
 
     # ------------------------------------------------------------------ checks
@@ -181,10 +208,55 @@ class InfluenceExplainer:
         return torch.cat(rows)
 
     def train_gradients(self) -> torch.Tensor:
-        """G [n_train, p]: nabla_theta loss(z_i) of the unregularised loss, on the model's device; cached."""
+        """G [n_train, p]: nabla_theta loss(z_i) of the unregularised loss, on the model's device; cached.
+
+        Holds G whole (n x p values); with ``cache_gradients=False`` use the streaming methods instead.
+        """
         if self._train_grads is None:
-            self._train_grads = self._per_example_grads(self.data.x, self.data.y, None, "train gradients")
+            if not self.cache_gradients:
+                gib = self.n_train * self.n_params * self.objective.theta.element_size() / 2**30
+                raise InfluenceInputError(
+                    f"train_gradients() would hold G [{self.n_train}, {self.n_params}] ({gib:.1f} GiB) and this "
+                    "explainer streams it (cache_gradients is off); influence(), self_influence() and "
+                    "approximate_influence() stream G chunk by chunk, or pass cache_gradients=True"
+                )
+            chunks = self.train_gradient_chunks(desc="train gradients")
+            self._train_grads = torch.cat([grads for _, grads in chunks])
         return self._train_grads
+
+    def train_gradient_chunks(self, desc: str = "train gradients") -> Iterator[tuple[int, torch.Tensor]]:
+        """Yield ``(start, G[start:start + b])`` in order, b <= ``batch_size``: from the cache if it is
+        filled, else computed chunk by chunk so that at most one chunk of gradients is held."""
+        if self._train_grads is not None:
+            for start in range(0, self.n_train, self.batch_size):
+                yield start, self._train_grads[start : start + self.batch_size]
+            return
+        total = -(-self.n_train // self.batch_size)
+        for start, x, y in progress_bar(
+            self.data.chunks(self.batch_size), enabled=self.progress, desc=desc, total=total
+        ):
+            yield start, self.objective.per_example_grads(x, y, None)
+
+    def gradients_at(self, indices: torch.Tensor) -> torch.Tensor:
+        """Rows of G at ``indices`` (int64 [k]), [k, p] on the model's device: from the cache or computed."""
+        if self._train_grads is not None or self.cache_gradients:
+            return self.train_gradients()[indices.to(self.objective.device)]
+        x, y = self.data.take(indices)
+        return torch.cat(
+            [
+                self.objective.per_example_grads(x[i : i + self.batch_size], y[i : i + self.batch_size], None)
+                for i in range(0, len(x), self.batch_size)
+            ]
+        )
+
+    def _scores(self, vectors: torch.Tensor, desc: str = "scoring") -> torch.Tensor:
+        """vectors [m, p] @ G^T -> [m, n_train] on the CPU, streaming G when it is not cached."""
+        if self.cache_gradients:
+            return (vectors @ self.train_gradients().T).cpu()
+        out = torch.empty(len(vectors), self.n_train, dtype=vectors.dtype)
+        for start, grads in self.train_gradient_chunks(desc=desc):
+            out[:, start : start + len(grads)] = (vectors @ grads.T).cpu()
+        return out
 
     def test_gradients(self, X_test: Any, y_test: Any, measurement: Measurement | None = None) -> torch.Tensor:
         """[n_test, p]: nabla_theta of the test loss (or of ``measurement``) per test point, on the model's device."""
@@ -245,8 +317,7 @@ class InfluenceExplainer:
         x, y = self._coerce_test(X_test, y_test)
         if measurement is not None:
             self._check_model_and_loss(measurement, "measurement")
-        s_test = self._s_test(x, y, measurement)
-        return (-(s_test @ self.train_gradients().T)).cpu()
+        return self._scores(-self._s_test(x, y, measurement))
 
     def predicted_loss_change(
         self,
@@ -303,8 +374,7 @@ class InfluenceExplainer:
         Removing z moves the parameters by about -I_up,params / n = H^-1 nabla L(z) / n.
         """
         idx = check_indices(train_indices, self.n_train, "train_indices")
-        grads = self.train_gradients()[idx.to(self.objective.device)]
-        return (-self.inverse_hvp(grads.T).T).cpu()
+        return (-self.inverse_hvp(self.gradients_at(idx).T).T).cpu()
 
     def influence_pert_loss(
         self, X_test: Any, y_test: Any, train_indices: Any, measurement: Measurement | None = None
@@ -340,13 +410,36 @@ class InfluenceExplainer:
         Non-positive when H is positive definite; rank by magnitude (larger = the point leans more on
         itself, typical of mislabelled or atypical points). Costs n inverse-Hessian products.
         """
-        grads = self.train_gradients()
-        values = []
-        starts = range(0, self.n_train, self.batch_size)
-        for start in progress_bar(starts, enabled=self.progress, desc="self-influence", total=len(starts)):
-            block = grads[start : start + self.batch_size]
-            values.append(-(self.inverse_hvp(block.T).T * block).sum(1))
-        return torch.cat(values).cpu()
+        values = [
+            -(self.inverse_hvp(block.T).T * block).sum(1).cpu()
+            for _, block in self.train_gradient_chunks(desc="self-influence")
+        ]
+        return torch.cat(values)
+
+    def approximate_influence(self, X_test: Any, y_test: Any, dim: int, seed: int = 0) -> torch.Tensor:
+        """I_up,loss estimated through a random projection to ``dim`` dimensions, [n_test, n_train].
+
+        -(P^T s_test) . (P^T nabla L(z_i)) with P [p, dim] Gaussian, entries N(0, 1/dim), so that
+        E[P P^T] = I and the estimate is unbiased; its error shrinks like 1/sqrt(dim). Same sign and
+        units as ``influence``. The projected gradients [n, dim] are cached per (dim, seed), so later
+        test points cost n x dim instead of a pass of per-example gradients: fast approximate ranking
+        when G itself does not fit in memory. s_test is exact (the configured solver).
+        """
+        if not isinstance(dim, int) or not 1 <= dim <= self.n_params:
+            raise InfluenceInputError(
+                f"the projection dimension must be an integer in [1, p = {self.n_params}], got {dim!r}"
+            )
+        x, y = self._coerce_test(X_test, y_test)
+        if (dim, seed) not in self._projections:
+            generator = torch.Generator().manual_seed(seed)
+            projection = torch.randn(self.n_params, dim, generator=generator, dtype=torch.float32)
+            projection = (projection / dim**0.5).to(self.objective.device, self.objective.dtype)
+            projected = torch.cat(
+                [grads @ projection for _, grads in self.train_gradient_chunks(desc="projected gradients")]
+            )
+            self._projections[(dim, seed)] = projection, projected
+        projection, projected = self._projections[(dim, seed)]
+        return (-(self._s_test(x, y, None) @ projection) @ projected.T).cpu()
 
     def validate_loo(
         self,

@@ -59,7 +59,7 @@ def newton_removal_steps(explainer, train_indices: torch.Tensor) -> torch.Tensor
     """
     objective = explainer.objective
     n = explainer.n_train
-    gradients = explainer.train_gradients()[train_indices.to(objective.device)] / n
+    gradients = explainer.gradients_at(train_indices) / n
     x, y = explainer.data.take(train_indices)
     if isinstance(explainer.solver, ExactSolver):
         steps = []
