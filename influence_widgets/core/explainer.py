@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from .cost import CostEstimate, estimate_cost
 from .curvature import EigenvalueEstimate, TrainingHessian, lanczos_extremes
 from .data import StreamedData, TrainingData
 from .errors import InfluenceInputError, NonConvexWarning
@@ -499,6 +500,15 @@ class InfluenceExplainer:
         clone.diagnostics = []
         clone._s_test_cache = {}
         return clone
+
+    def estimate_cost(self, n_test: int = 1, sample_size: int = 64) -> CostEstimate:
+        """Preview ``influence`` for ``n_test`` new test points: gradient and Hessian-vector passes, memory
+        and time, extrapolated from ``sample_size`` training points timed here. Nothing is cached."""
+        if not isinstance(n_test, int) or n_test < 1:
+            raise InfluenceInputError(f"n_test must be a positive integer, got {n_test!r}")
+        if not isinstance(sample_size, int) or sample_size < 1:
+            raise InfluenceInputError(f"sample_size must be a positive integer, got {sample_size!r}")
+        return estimate_cost(self, n_test, sample_size)
 
     def for_model(self, model: nn.Module, X_train: Any = None, y_train: Any = None) -> InfluenceExplainer:
         """A fresh explainer with this one's loss and settings for another model (for example a retrained

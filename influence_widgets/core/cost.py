@@ -1,0 +1,123 @@
+"""A cost preview before long work: passes, Hessian-vector products, memory and time, from a measured sample.
+
+Work is counted in two units measured on a few training points in this process: one per-example
+gradient (one point) and one point-vector Hessian product (one point times one vector). A full
+Hessian-vector product over the training set is n of the latter.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .solvers import CGSolver, ExactSolver, LissaSolver
+
+_LANCZOS_STEPS = 30  # what LiSSA spends on its scale and depth when they are not given
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """Expected work for ``n_test`` new test points against all ``n_train`` training points.
+
+    ``gradient_points``: per-example gradients to compute (training passes x n + test points).
+    ``hvp_points``: point-vector Hessian products (an upper bound for CG, which may stop early).
+    ``memory_bytes``: what the result needs beyond the model: gradient cache, explicit Hessian, working chunk.
+    ``seconds``: the two counts times their measured unit costs, plus a factorisation for ``exact``.
+    """
+
+    solver: str
+    n_train: int
+    n_params: int
+    n_test: int
+    gradient_points: int
+    hvp_points: int
+    memory_bytes: dict[str, int]
+    seconds_per_gradient: float
+    seconds_per_hvp: float
+    seconds: float
+    upper_bound: bool
+
+    @property
+    def gradient_passes(self) -> float:
+        """Per-example gradient work in passes over the training set."""
+        return self.gradient_points / self.n_train
+
+    @property
+    def hvp_passes(self) -> float:
+        """Hessian-vector work in full-training-set products."""
+        return self.hvp_points / self.n_train
+
+    def summary(self) -> str:
+        bound = "at most " if self.upper_bound else "about "
+        memory = ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in self.memory_bytes.items() if v)
+        return (
+            f"{self.solver}: {self.gradient_passes:.2f} gradient passes and {bound}{self.hvp_passes:.1f} "
+            f"Hessian-vector passes over {self.n_train} training points ({self.n_params} parameters); "
+            f"memory {memory}; estimated time {bound}{self.seconds:.3g} s"
+        )
+
+
+def _timed(fn, repeats: int = 3) -> float:
+    fn()  # warm-up: the first vmapped call compiles and allocates
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def estimate_cost(explainer, n_test: int = 1, sample_size: int = 64) -> CostEstimate:
+    """Preview the cost of ``explainer.influence`` for ``n_test`` new test points (see ``CostEstimate``)."""
+    objective, n, p = explainer.objective, explainer.n_train, explainer.n_params
+    itemsize = objective.theta.element_size()
+    sample = torch.arange(min(sample_size, n))
+    x, y = explainer.data.take(sample)
+    k = len(sample)
+    per_gradient = _timed(lambda: objective.per_example_grads(x, y, None)) / k
+    generator = torch.Generator().manual_seed(0)
+    vectors = torch.randn(p, 8, generator=generator, dtype=objective.dtype).to(objective.device)
+    per_hvp = _timed(lambda: objective.hessian_sum_matvec(x, y, vectors)) / (k * vectors.shape[1])
+
+    gradient_points = n_test + (0 if explainer._train_grads is not None else n)  # streaming: G again per query
+    solver = explainer.solver
+    extra_seconds, upper_bound = 0.0, False
+    hessian_bytes = 0
+    if isinstance(solver, ExactSolver):
+        built = solver.has_hessian(explainer.hessian)
+        hvp_points = 0 if built else n * p
+        hessian_bytes = 2 * p * p * 8  # the float64 Hessian and its factor
+        if not built:
+            size = min(p, 256)
+            matrix = torch.eye(size, dtype=torch.float64) * size + 1
+            extra_seconds = _timed(lambda: torch.linalg.cholesky(matrix), repeats=2) * (p / size) ** 3
+    elif isinstance(solver, CGSolver):
+        hvp_points = solver.options.max_iter * n_test * n
+        upper_bound = True
+    elif isinstance(solver, LissaSolver):
+        opts = solver.options
+        depth = opts.depth if opts.depth is not None else opts.max_depth
+        upper_bound = opts.depth is None
+        lanczos = _LANCZOS_STEPS * n if (opts.scale is None or opts.depth is None) else 0
+        hvp_points = lanczos + opts.repeats * depth * min(opts.batch_size, n) * n_test
+    else:  # a solver this module does not know: count nothing it cannot see
+        hvp_points = 0
+    memory = {
+        "gradient cache": n * p * itemsize if explainer.cache_gradients else 0,
+        "explicit Hessian": hessian_bytes,
+        "working chunk": min(explainer.batch_size, n) * p * itemsize * 2,
+    }
+    seconds = gradient_points * per_gradient + hvp_points * per_hvp + extra_seconds
+    return CostEstimate(
+        solver=explainer.solver_name,
+        n_train=n,
+        n_params=p,
+        n_test=n_test,
+        gradient_points=gradient_points,
+        hvp_points=hvp_points,
+        memory_bytes=memory,
+        seconds_per_gradient=per_gradient,
+        seconds_per_hvp=per_hvp,
+        seconds=seconds,
+        upper_bound=upper_bound,
+    )
