@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, SequentialSampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, SequentialSampler
 from torch.utils.data.dataloader import default_collate
 
 from .errors import InfluenceInputError
@@ -93,6 +93,20 @@ class StreamedData:
         self._n = n
         x, _ = self.take(torch.tensor([0]))
         self._feature_shape = x.shape[1:]
+        if isinstance(dataset, ConcatDataset):
+            self._check_shard_shapes(dataset)
+
+    def _check_shard_shapes(self, dataset: ConcatDataset) -> None:
+        """The parts of a ConcatDataset are shards: each must yield inputs of the same shape."""
+        for k, (start, part) in enumerate(zip([0, *dataset.cumulative_sizes[:-1]], dataset.datasets)):
+            if len(part) == 0:
+                continue
+            x, _ = self.take(torch.tensor([start]))
+            if x.shape[1:] != self._feature_shape:
+                raise InfluenceInputError(
+                    f"shard {k} of the ConcatDataset yields inputs of shape {tuple(x.shape[1:])} but shard 0 yields "
+                    f"{tuple(self._feature_shape)}; every shard must hold the same features and preprocessing"
+                )
 
     @classmethod
     def from_loader(cls, loader: DataLoader, device: torch.device, dtype: torch.dtype) -> StreamedData:

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from .cost import CostEstimate, estimate_cost
 from .curvature import EigenvalueEstimate, TrainingHessian, lanczos_extremes
 from .data import StreamedData, TrainingData
+from .distributed import ShardedTraining, check_client
 from .errors import InfluenceInputError, NonConvexWarning
 from .inputs import as_tensor, cast_inputs, cast_targets, check_feature_shape, check_finite, check_indices, check_pair
 from .objective import LossFn, Objective
@@ -146,6 +147,7 @@ class InfluenceExplainer:
         )
         self.diagnostics: list[SolveDiagnostics] = []
         self._train_grads: torch.Tensor | None = None
+        self._sharded: dict[str, ShardedTraining] = {}
         self._projections: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self._s_test_cache: dict[tuple[Any, bytes], torch.Tensor] = {}
 
@@ -268,11 +270,17 @@ class InfluenceExplainer:
 
     # ------------------------------------------------------------------ inverse-Hessian products
 
-    def inverse_hvp(self, vectors: torch.Tensor) -> torch.Tensor:
-        """H^-1 @ vectors for vectors [p, m] with the configured solver; diagnostics go to ``self.diagnostics``."""
+    def inverse_hvp(self, vectors: torch.Tensor, client: Any = None) -> torch.Tensor:
+        """H^-1 @ vectors for vectors [p, m] with the configured solver; diagnostics go to ``self.diagnostics``.
+
+        With a Dask ``client``, the solver's full Hessian-vector products run on the cluster.
+        """
         if vectors.ndim != 2 or vectors.shape[0] != self.n_params:
             raise InfluenceInputError(f"vectors must have shape [{self.n_params}, m], got {tuple(vectors.shape)}")
-        solution, diagnostics = self.solver.solve(self.hessian, vectors.to(self.objective.device, self.objective.dtype))
+        operator = self.hessian if client is None else self.distribute(client).hessian
+        if isinstance(self.solver, ExactSolver) and self.solver.has_hessian(self.hessian):
+            operator = self.hessian  # already factorised here: nothing left for the cluster to do
+        solution, diagnostics = self.solver.solve(operator, vectors.to(self.objective.device, self.objective.dtype))
         self.diagnostics.append(diagnostics)
         return solution
 
@@ -284,7 +292,9 @@ class InfluenceExplainer:
             for i in range(len(x_np))
         ]
 
-    def _s_test(self, x: torch.Tensor, y: torch.Tensor, measurement: Measurement | None) -> torch.Tensor:
+    def _s_test(
+        self, x: torch.Tensor, y: torch.Tensor, measurement: Measurement | None, client: Any = None
+    ) -> torch.Tensor:
         keys = self._test_keys(x, y, measurement)
         first_row_of_new_key: dict[tuple[Any, bytes], int] = {}
         for row, key in enumerate(keys):
@@ -293,32 +303,38 @@ class InfluenceExplainer:
         if first_row_of_new_key:
             rows = torch.tensor(list(first_row_of_new_key.values()))
             grads = self._per_example_grads(x[rows], y[rows], measurement, "test gradients")
-            solutions = self.inverse_hvp(grads.T).T
+            solutions = self.inverse_hvp(grads.T, client).T
             for key, solution in zip(first_row_of_new_key, solutions):
                 self._s_test_cache[key] = solution
         return torch.stack([self._s_test_cache[key] for key in keys])
 
-    def s_test(self, X_test: Any, y_test: Any, measurement: Measurement | None = None) -> torch.Tensor:
+    def s_test(
+        self, X_test: Any, y_test: Any, measurement: Measurement | None = None, *, client: Any = None
+    ) -> torch.Tensor:
         """s_test = H^-1 nabla L(z_test) per test point, [n_test, p] (CPU); cached per test point."""
         x, y = self._coerce_test(X_test, y_test)
         if measurement is not None:
             self._check_model_and_loss(measurement, "measurement")
-        return self._s_test(x, y, measurement).cpu()
+        return self._s_test(x, y, measurement, client).cpu()
 
     # ------------------------------------------------------------------ influence
 
-    def influence(self, X_test: Any, y_test: Any, measurement: Measurement | None = None) -> torch.Tensor:
+    def influence(
+        self, X_test: Any, y_test: Any, measurement: Measurement | None = None, *, client: Any = None
+    ) -> torch.Tensor:
         """I_up,loss(z_i, z_test) = -nabla L(z_test)^T H^-1 nabla L(z_i), shape [n_test, n_train].
 
         The paper's sign: positive = harmful (upweighting z_i raises the test loss), negative =
         helpful. No 1/n: divide by -n for the change on removal (``predicted_loss_change``). With a
         ``measurement`` (e.g. ``measurements.predicted_class_logit``) it is the influence on that
-        quantity instead of the test loss.
+        quantity instead of the test loss. With a ``dask.distributed.Client``, the passes over the
+        training set (scores and Hessian-vector products) run on its workers, shard by shard.
         """
         x, y = self._coerce_test(X_test, y_test)
         if measurement is not None:
             self._check_model_and_loss(measurement, "measurement")
-        return self._scores(-self._s_test(x, y, measurement))
+        s_test = self._s_test(x, y, measurement, client)
+        return self._scores(-s_test) if client is None else self.distribute(client).scores(-s_test)
 
     def predicted_loss_change(
         self,
@@ -328,6 +344,7 @@ class InfluenceExplainer:
         *,
         refine: str | None = None,
         top_k: int = 40,
+        client: Any = None,
     ) -> torch.Tensor:
         """Predicted change in each test loss if each training point were removed, [n_test, n_train].
 
@@ -336,7 +353,7 @@ class InfluenceExplainer:
         row with the largest |influence| are replaced by L(z_test, theta_-z) - L(z_test, theta_hat), with
         theta_-z one Newton step of the leave-one-out objective (see ``core.refinement``).
         """
-        first_order = -self.influence(X_test, y_test, measurement) / self.n_train
+        first_order = -self.influence(X_test, y_test, measurement, client=client) / self.n_train
         if refine is None:
             return first_order
         if refine != "newton":
@@ -405,17 +422,33 @@ class InfluenceExplainer:
             rows.append(torch.cat(chunks))
         return torch.stack(rows).cpu()
 
-    def self_influence(self) -> torch.Tensor:
+    def self_influence(self, *, client: Any = None) -> torch.Tensor:
         """I_up,loss(z_i, z_i) = -nabla L(z_i)^T H^-1 nabla L(z_i) for every training point, shape [n_train].
 
         Non-positive when H is positive definite; rank by magnitude (larger = the point leans more on
-        itself, typical of mislabelled or atypical points). Costs n inverse-Hessian products.
+        itself, typical of mislabelled or atypical points). Costs n inverse-Hessian products. With a
+        Dask ``client``, the gradients come from the workers shard by shard.
         """
-        values = [
-            -(self.inverse_hvp(block.T).T * block).sum(1).cpu()
-            for _, block in self.train_gradient_chunks(desc="self-influence")
-        ]
+        if client is None:
+            chunks = self.train_gradient_chunks(desc="self-influence")
+        else:
+            chunks = self.distribute(client).gradient_chunks()
+        values = []
+        for _, shard in chunks:
+            for start in range(0, len(shard), self.batch_size):
+                block = shard[start : start + self.batch_size].to(self.objective.device)
+                values.append(-(self.inverse_hvp(block.T, client).T * block).sum(1).cpu())
         return torch.cat(values)
+
+    def distribute(self, client: Any, n_shards: int | None = None) -> ShardedTraining:
+        """Place the model and the training set on a Dask cluster, in ``n_shards`` contiguous shards
+        (default: two per worker; a ``ConcatDataset``'s own parts). Kept per client and reused by every
+        method called with ``client=``; call again with ``n_shards`` to reshard."""
+        check_client(client)
+        sharded = self._sharded.get(client.id)
+        if sharded is None or (n_shards is not None and len(sharded.shards) != n_shards):
+            sharded = self._sharded[client.id] = ShardedTraining(self, client, n_shards)
+        return sharded
 
     def approximate_influence(self, X_test: Any, y_test: Any, dim: int, seed: int = 0) -> torch.Tensor:
         """I_up,loss estimated through a random projection to ``dim`` dimensions, [n_test, n_train].
@@ -499,6 +532,7 @@ class InfluenceExplainer:
             )
         clone.diagnostics = []
         clone._s_test_cache = {}
+        clone._sharded = {}
         return clone
 
     def estimate_cost(self, n_test: int = 1, sample_size: int = 64) -> CostEstimate:
