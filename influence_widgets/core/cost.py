@@ -1,8 +1,9 @@
 """A cost preview before long work: passes, Hessian-vector products, memory and time, from a measured sample.
 
-Work is counted in two units measured on a few training points in this process: one per-example
-gradient (one point) and one point-vector Hessian product (one point times one vector). A full
-Hessian-vector product over the training set is n of the latter.
+Work is counted in three units measured on a few training points in this process: one per-example
+gradient (one point), one point-vector Hessian product (one point times one vector; a full
+Hessian-vector product over the training set is n of them) and one point's share of the Gauss-Newton
+matrix (its output Jacobian and its J^T A J), which the explicit Hessian and CG's preconditioner use.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .gauss_newton import gauss_newton_sum
 from .solvers import CGSolver, ExactSolver, LissaSolver
 
 _LANCZOS_STEPS = 30  # what LiSSA spends on its scale and depth when they are not given
@@ -23,6 +25,8 @@ class CostEstimate:
 
     ``gradient_points``: per-example gradients to compute (training passes x n + test points).
     ``hvp_points``: point-vector Hessian products (an upper bound for CG, which may stop early).
+    ``gauss_newton_points``: training points whose output Jacobians enter a Gauss-Newton matrix (the
+    explicit Hessian's affine block, or CG's preconditioner), if one is still to be built.
     ``memory_bytes``: what the result needs beyond the model: gradient cache, explicit Hessian, working chunk.
     ``seconds``: the two counts times their measured unit costs, plus a factorisation for ``exact``.
     """
@@ -33,9 +37,11 @@ class CostEstimate:
     n_test: int
     gradient_points: int
     hvp_points: int
+    gauss_newton_points: int
     memory_bytes: dict[str, int]
     seconds_per_gradient: float
     seconds_per_hvp: float
+    seconds_per_gauss_newton_point: float
     seconds: float
     upper_bound: bool
 
@@ -52,9 +58,12 @@ class CostEstimate:
     def summary(self) -> str:
         bound = "at most " if self.upper_bound else "about "
         memory = ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in self.memory_bytes.items() if v)
+        gauss_newton = (
+            f", a Gauss-Newton matrix of {self.gauss_newton_points} points" if self.gauss_newton_points else ""
+        )
         return (
             f"{self.solver}: {self.gradient_passes:.2f} gradient passes and {bound}{self.hvp_passes:.1f} "
-            f"Hessian-vector passes over {self.n_train} training points ({self.n_params} parameters); "
+            f"Hessian-vector passes over {self.n_train} training points ({self.n_params} parameters){gauss_newton}; "
             f"memory {memory}; estimated time {bound}{self.seconds:.3g} s"
         )
 
@@ -80,12 +89,14 @@ def estimate_cost(explainer, n_test: int = 1, sample_size: int = 64) -> CostEsti
     per_hvp = _timed(lambda: objective.hessian_sum_matvec(x, y, vectors)) / (k * vectors.shape[1])
 
     gradient_points = n_test + (0 if explainer._train_grads is not None else n)  # streaming: G again per query
-    solver = explainer.solver
+    solver, hessian = explainer.solver, explainer.hessian
     extra_seconds, upper_bound = 0.0, False
-    hessian_bytes = 0
+    hessian_bytes = gauss_newton_points = 0
     if isinstance(solver, ExactSolver):
-        built = solver.has_hessian(explainer.hessian)
-        hvp_points = 0 if built else n * p
+        built = solver.has_hessian(hessian)
+        curved = hessian.curved_count()
+        hvp_points = 0 if built else n * curved
+        gauss_newton_points = 0 if built or curved == p else n
         hessian_bytes = 2 * p * p * 8  # the float64 Hessian and its factor
         if not built:
             size = min(p, 256)
@@ -94,6 +105,13 @@ def estimate_cost(explainer, n_test: int = 1, sample_size: int = 64) -> CostEsti
     elif isinstance(solver, CGSolver):
         hvp_points = solver.options.max_iter * n_test * n
         upper_bound = True
+        if (
+            solver.options.block
+            and solver.uses_preconditioner(hessian)
+            and not hessian.has_preconditioner(solver.options.preconditioner_points)
+        ):
+            gauss_newton_points = min(n, solver.options.preconditioner_points)
+            hessian_bytes = 2 * p * p * 8  # the float64 Gauss-Newton matrix and its factor
     elif isinstance(solver, LissaSolver):
         opts = solver.options
         depth = opts.depth if opts.depth is not None else opts.max_depth
@@ -102,12 +120,16 @@ def estimate_cost(explainer, n_test: int = 1, sample_size: int = 64) -> CostEsti
         hvp_points = lanczos + opts.repeats * depth * min(opts.batch_size, n) * n_test
     else:  # a solver this module does not know: count nothing it cannot see
         hvp_points = 0
+    per_gauss_newton = 0.0
+    if gauss_newton_points:
+        per_gauss_newton = _timed(lambda: gauss_newton_sum(objective, [(x, y)], None, True), repeats=1) / k
     memory = {
         "gradient cache": n * p * itemsize if explainer.cache_gradients else 0,
-        "explicit Hessian": hessian_bytes,
+        "explicit Hessian" if isinstance(solver, ExactSolver) else "preconditioner": hessian_bytes,
         "working chunk": min(explainer.batch_size, n) * p * itemsize * 2,
     }
-    seconds = gradient_points * per_gradient + hvp_points * per_hvp + extra_seconds
+    seconds = gradient_points * per_gradient + hvp_points * per_hvp + gauss_newton_points * per_gauss_newton
+    seconds += extra_seconds
     return CostEstimate(
         solver=explainer.solver_name,
         n_train=n,
@@ -115,9 +137,11 @@ def estimate_cost(explainer, n_test: int = 1, sample_size: int = 64) -> CostEsti
         n_test=n_test,
         gradient_points=gradient_points,
         hvp_points=hvp_points,
+        gauss_newton_points=gauss_newton_points,
         memory_bytes=memory,
         seconds_per_gradient=per_gradient,
         seconds_per_hvp=per_hvp,
+        seconds_per_gauss_newton_point=per_gauss_newton,
         seconds=seconds,
         upper_bound=upper_bound,
     )

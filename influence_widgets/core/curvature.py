@@ -6,16 +6,25 @@ Every operator maps [p, m] to [p, m] and never forms H unless ``dense()`` is ask
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
 from .data import TrainingData
+from .gauss_newton import affine_on, affine_parameter_mask, gauss_newton_sum, jacobian_chunks
 from .objective import Objective
 from .progress import progress_bar
 
+_AFFINE_SAMPLE = 8  # training points on which the affine parameter group is searched (then checked on all)
+
+# Point-vector products per vmapped call where CPU throughput peaks: 4096 for blocks of 16 vectors or more;
+# fewer vectors are cheaper per product in larger calls, up to 8 x chunk_size points (the call's fixed cost).
 _POINTS_TIMES_VECTORS = 4096
+_FEW_VECTORS = 16
+_FEW_VECTORS_POINTS_TIMES_VECTORS = 16384
+_MAX_CHUNKS_PER_CALL = 8
 
 
 class HessianOperator(Protocol):
@@ -60,6 +69,9 @@ class TrainingHessian:
         self.size = objective.size
         self.dtype = objective.dtype
         self.device = objective.device
+        self._sample_mask: torch.Tensor | None = None
+        self._affine_mask: torch.Tensor | None = None
+        self._preconditioners: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {}
 
     @property
     def shift(self) -> float:
@@ -67,8 +79,10 @@ class TrainingHessian:
         return self.weight_decay + self.damping
 
     def _chunk_for(self, n_vectors: int) -> int:
-        """Training points per vmapped product: points x vectors near 4096, where CPU throughput peaks."""
-        return max(1, min(self.chunk_size, _POINTS_TIMES_VECTORS // max(1, n_vectors)))
+        """Training points per vmapped product (see ``_POINTS_TIMES_VECTORS``)."""
+        n_vectors = max(1, n_vectors)
+        budget = _POINTS_TIMES_VECTORS if n_vectors >= _FEW_VECTORS else _FEW_VECTORS_POINTS_TIMES_VECTORS
+        return max(1, min(_MAX_CHUNKS_PER_CALL * self.chunk_size, budget // n_vectors))
 
     def _sum_matvec(self, x: torch.Tensor, y: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
         chunk = self._chunk_for(vectors.shape[1])
@@ -79,7 +93,7 @@ class TrainingHessian:
 
     def matvec(self, vectors: torch.Tensor) -> torch.Tensor:
         total = torch.zeros_like(vectors)
-        for _, x, y in self.data.chunks(self.chunk_size):
+        for _, x, y in self.data.chunks(max(self.chunk_size, self._chunk_for(vectors.shape[1]))):
             total += self._sum_matvec(x, y, vectors)
         return total / len(self.data) + self.shift * vectors
 
@@ -91,14 +105,91 @@ class TrainingHessian:
         x, y = self.data.take(indices)
         return self._sum_matvec(x, y, vectors) / batch_size + self.shift * vectors
 
+    # ------------------------------------------------------------------ Gauss-Newton
+
+    def gauss_newton(
+        self, columns: torch.Tensor | None = None, positive_part: bool = False, indices: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """sum_i J_i^T A_i J_i over the training points (or ``indices``), restricted to ``columns``: [k, k].
+
+        No 1/n, no weight decay. See ``gauss_newton.gauss_newton_sum``.
+        """
+        chunks, total = jacobian_chunks(self.objective, self.data, self.chunk_size, indices)
+        chunks = progress_bar(chunks, enabled=self.progress, desc="Gauss-Newton matrix", total=total)
+        return gauss_newton_sum(self.objective, chunks, columns, positive_part)
+
+    def _sample_affine_mask(self) -> torch.Tensor:
+        if self._sample_mask is None:
+            sample, _ = self.data.take(torch.arange(min(_AFFINE_SAMPLE, len(self.data))))
+            self._sample_mask = affine_parameter_mask(self.objective, sample)
+        return self._sample_mask
+
+    def curved_count(self) -> int:
+        """Parameters outside the affine group, judged on a few training points (no full pass): the
+        Hessian-vector products an explicit Hessian will cost."""
+        return int((~self._sample_affine_mask()).sum())
+
+    def affine_mask(self) -> torch.Tensor:
+        """The parameters in which the model's outputs are jointly affine (bool [p]), checked on every
+        training point; their block of H is exactly their Gauss-Newton block. Computed once."""
+        if self._affine_mask is None:
+            mask = self._sample_affine_mask()
+            batches = (x for _, x, _ in self.data.chunks(self.chunk_size))
+            holds = not mask.any() or affine_on(self.objective, mask, batches)
+            self._affine_mask = mask if holds else torch.zeros_like(mask)  # not affine everywhere: use none
+        return self._affine_mask
+
+    def has_preconditioner(self, max_points: int = 4096) -> bool:
+        return max_points in self._preconditioners
+
+    def gauss_newton_preconditioner(
+        self, max_points: int = 4096, seed: int = 0
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """v -> (G + (lambda + damping) I)^-1 v with G the positive-part Gauss-Newton matrix of the mean
+        training loss, over at most ``max_points`` points (a seeded random subset beyond); float64 Cholesky.
+        Built once per ``max_points``."""
+        cache = self._preconditioners
+        if max_points not in cache:
+            n = len(self.data)
+            indices = None
+            if n > max_points:
+                generator = torch.Generator().manual_seed(seed)
+                indices = torch.sort(torch.randperm(n, generator=generator)[:max_points]).values
+            used = n if indices is None else max_points
+            matrix = self.gauss_newton(positive_part=True, indices=indices).to(torch.float64) / used
+            jitter = 1e-8 * float(torch.diagonal(matrix).mean().clamp_min(1e-12))
+            matrix.diagonal().add_(max(self.shift, jitter))
+            factor, info = torch.linalg.cholesky_ex(matrix)
+            while int(info) != 0:  # only without weight decay and damping: G alone may be singular
+                jitter *= 100
+                matrix.diagonal().add_(jitter)
+                factor, info = torch.linalg.cholesky_ex(matrix)
+            cache[max_points] = lambda v: torch.cholesky_solve(v.to(torch.float64), factor).to(v.dtype)
+        return cache[max_points]
+
     def dense(self, block: int = 128) -> torch.Tensor:
-        """The explicit Hessian, built from blocks of Hessian-vector products with basis vectors."""
+        """The explicit Hessian.
+
+        Columns of the parameters the outputs are not affine in come from blocks of Hessian-vector
+        products with basis vectors; the block of the affine ones (a final linear layer, or the whole of
+        a linear model) is their Gauss-Newton block, exact there and one matrix product of Jacobians.
+        """
         p = self.size
+        affine = self.affine_mask()
+        curved = (~affine).nonzero().squeeze(1)
         hessian = torch.empty(p, p, dtype=self.dtype, device=self.device)
-        eye = torch.eye(p, dtype=self.dtype, device=self.device)
-        starts = range(0, p, block)
+        starts = range(0, len(curved), block)
         for start in progress_bar(starts, enabled=self.progress, desc="explicit Hessian", total=len(starts)):
-            hessian[:, start : start + block] = self.matvec(eye[:, start : start + block])
+            columns = curved[start : start + block]
+            basis = torch.zeros(p, len(columns), dtype=self.dtype, device=self.device)
+            basis[columns, torch.arange(len(columns))] = 1
+            hessian[:, columns] = self.matvec(basis)
+        if bool(affine.any()):
+            flat = affine.nonzero().squeeze(1)
+            hessian[curved[:, None], flat] = hessian[flat[:, None], curved].T
+            block_ll = self.gauss_newton(columns=flat).to(self.dtype) / len(self.data)
+            block_ll.diagonal().add_(self.shift)
+            hessian[flat[:, None], flat] = block_ll
         return (hessian + hessian.T) / 2
 
 
@@ -136,21 +227,34 @@ class EigenvalueEstimate:
         return self.lambda_max / self.lambda_min if self.lambda_min > 0 else float("inf")
 
 
-def lanczos_extremes(operator: HessianOperator, steps: int = 40, seed: int = 0) -> EigenvalueEstimate:
+LANCZOS_MAX_STEPS = 200
+_LANCZOS_CHECK_EVERY = 10
+
+
+def lanczos_extremes(
+    operator: HessianOperator,
+    steps: int | None = None,
+    seed: int = 0,
+    tol: float = 1e-6,
+    max_steps: int = LANCZOS_MAX_STEPS,
+) -> EigenvalueEstimate:
     """Smallest and largest eigenvalue of a symmetric operator by Lanczos with full reorthogonalisation.
 
     The extreme Ritz values converge from inside the spectrum, so the estimates satisfy
-    lambda_min_est >= lambda_min and lambda_max_est <= lambda_max, and are tight after a few dozen steps.
+    lambda_min_est >= lambda_min and lambda_max_est <= lambda_max. ``steps`` fixes the number of
+    products; None runs until both extreme Ritz pairs have residuals ||H y - theta y|| <= tol x |lambda_max|
+    (checked every 10 steps), at most ``max_steps``: an eigenvalue near zero, the one that decides
+    whether H is positive definite, can need several dozen.
     """
     p = operator.size
-    steps = max(1, min(steps, p))
+    limit = max(1, min(steps if steps is not None else max_steps, p))
     generator = torch.Generator().manual_seed(seed)
     q = torch.randn(p, 1, generator=generator, dtype=torch.float64).to(operator.device, operator.dtype)
     q = q / torch.linalg.vector_norm(q)
     basis = [q]
     alphas: list[float] = []
     betas: list[float] = []
-    for k in range(steps):
+    for k in range(limit):
         w = operator.matvec(basis[-1])
         alpha = float((basis[-1] * w).sum())
         alphas.append(alpha)
@@ -158,13 +262,26 @@ def lanczos_extremes(operator: HessianOperator, steps: int = 40, seed: int = 0) 
         w = w - stacked @ (stacked.T @ w)
         w = w - stacked @ (stacked.T @ w)
         beta = float(torch.linalg.vector_norm(w))
-        if k == steps - 1 or beta <= 1e-10 * max(1.0, abs(alpha)):
+        if k == limit - 1 or beta <= 1e-10 * max(1.0, abs(alpha)):
+            break
+        if steps is None and (k + 1) % _LANCZOS_CHECK_EVERY == 0 and _extremes_converged(alphas, betas, beta, tol):
             break
         betas.append(beta)
         basis.append(w / beta)
-    tridiagonal = torch.diag(torch.tensor(alphas, dtype=torch.float64))
-    if betas:
-        off = torch.tensor(betas, dtype=torch.float64)
-        tridiagonal += torch.diag(off, 1) + torch.diag(off, -1)
-    ritz = torch.linalg.eigvalsh(tridiagonal)
+    ritz, _ = torch.linalg.eigh(_tridiagonal(alphas, betas))
     return EigenvalueEstimate(float(ritz[0]), float(ritz[-1]), method="lanczos", steps=len(alphas))
+
+
+def _tridiagonal(alphas: list[float], betas: list[float]) -> torch.Tensor:
+    matrix = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+    if betas:
+        off = torch.tensor(betas[: len(alphas) - 1], dtype=torch.float64)
+        matrix += torch.diag(off, 1) + torch.diag(off, -1)
+    return matrix
+
+
+def _extremes_converged(alphas: list[float], betas: list[float], beta: float, tol: float) -> bool:
+    """Whether the smallest and largest Ritz pairs have residual beta |last component| <= tol |theta_max|."""
+    ritz, vectors = torch.linalg.eigh(_tridiagonal(alphas, betas))
+    residuals = beta * vectors[-1, [0, -1]].abs()
+    return bool((residuals <= tol * max(float(ritz.abs().max()), 1e-300)).all())

@@ -1,8 +1,9 @@
 """The training set sharded across the workers of a ``dask.distributed`` cluster.
 
 Each worker holds the model (as an ``Objective``) and its shards, and computes its part of G @ v
-(scores) and of sum_i nabla^2 L_i @ V (Hessian-vector products for CG, LiSSA's scale and the
-explicit Hessian); the client adds the parts up. Every shard, its gradients and the model are Dask
+(scores), of sum_i nabla^2 L_i @ V (Hessian-vector products for CG, LiSSA's scale and the explicit
+Hessian) and of the Gauss-Newton sum (the explicit Hessian's affine block, CG's preconditioner);
+the client adds the parts up. Every shard, its gradients and the model are Dask
 futures computed by tasks, so when a worker dies, Dask recomputes what it held on another worker.
 
 Shards are contiguous ranges of training indices: the slices of tensors, ``Subset``s of a Dataset,
@@ -21,6 +22,7 @@ from torch.utils.data import ConcatDataset, Subset
 from .curvature import TrainingHessian
 from .data import StreamedData, TrainingData
 from .errors import InfluenceInputError
+from .gauss_newton import gauss_newton_sum, jacobian_chunks
 from .objective import Objective
 
 
@@ -61,6 +63,13 @@ def _hessian_sum(objective: Objective, shard: TrainingData | StreamedData, batch
     for _, x, y in shard.chunks(batch):
         total += partial._sum_matvec(x, y, vectors.to(objective.device))
     return total.cpu()
+
+
+def _gauss_newton_part(
+    objective: Objective, shard: TrainingData | StreamedData, batch: int, columns: Any, positive_part: bool
+) -> torch.Tensor:
+    chunks, _ = jacobian_chunks(objective, shard, batch)
+    return gauss_newton_sum(objective, chunks, columns, positive_part).cpu()
 
 
 # ---------------------------------------------------------------- the client side
@@ -137,6 +146,17 @@ class ShardedTraining:
         ]
         return torch.stack(self.client.gather(parts)).sum(0)
 
+    def gauss_newton_sum(self, columns: torch.Tensor | None, positive_part: bool) -> torch.Tensor:
+        """sum_i J_i^T A_i J_i over the whole training set (see ``gauss_newton.gauss_newton_sum``), on the CPU."""
+        columns = None if columns is None else columns.cpu()
+        parts = [
+            self.client.submit(
+                _gauss_newton_part, self.objective, shard, self.batch_size, columns, positive_part, pure=False
+            )
+            for shard in self.shards
+        ]
+        return torch.stack(self.client.gather(parts)).sum(0)
+
 
 class DistributedHessian(TrainingHessian):
     """The explainer's H with full products computed on the cluster (minibatch products stay local)."""
@@ -150,3 +170,10 @@ class DistributedHessian(TrainingHessian):
     def matvec(self, vectors: torch.Tensor) -> torch.Tensor:
         total = self.sharded.hessian_sum(vectors).to(vectors)
         return total / self.sharded.n_train + self.shift * vectors
+
+    def gauss_newton(
+        self, columns: torch.Tensor | None = None, positive_part: bool = False, indices: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if indices is not None:  # a subsample, for the preconditioner: read here like the minibatches
+            return super().gauss_newton(columns, positive_part, indices)
+        return self.sharded.gauss_newton_sum(columns, positive_part).to(self.device)

@@ -77,7 +77,9 @@ class InfluenceExplainer:
             ``X_train`` a map-style ``Dataset`` (or unshuffled ``DataLoader``) of ``(x_i, y_i)`` pairs and
             ``y_train=None``, read ``batch_size`` items at a time and never held whole.
         weight_decay: lambda in (lambda/2)||theta||^2, the regulariser the model was trained with.
-        solver: ``"auto"`` (exact up to 3000 parameters, else CG), ``"exact"``, ``"cg"`` or ``"lissa"``.
+        solver: ``"auto"`` (exact where the explicit Hessian is cheap, else CG; see
+            ``solvers.resolve_solver_name``), ``"exact"``, ``"cg"`` (block CG, Gauss-Newton preconditioned)
+            or ``"lissa"``.
         damping: added to the Hessian's diagonal; needed when the model is not convex.
         params: parameter names or module prefixes that count (default: all with requires_grad).
         solver_options: ``ExactOptions``/``CGOptions``/``LissaOptions`` or a dict of their fields.
@@ -122,10 +124,6 @@ class InfluenceExplainer:
             check_pair(x, y, "X_train", "y_train")
         self.objective = Objective(model, loss_fn, params)
         check_finite(self.objective.theta, "the model's selected parameters")
-        self.solver_name = resolve_solver_name(solver, self.objective.size)
-        self.solver = make_solver(self.solver_name, solver_options, progress=progress)
-        if isinstance(self.solver, ExactSolver):
-            self.solver.check_size(self.objective.size)
         self.weight_decay = float(weight_decay)
         self.damping = float(damping)
         self.batch_size = batch_size
@@ -145,6 +143,10 @@ class InfluenceExplainer:
         self.hessian = TrainingHessian(
             self.objective, self.data, self.weight_decay, self.damping, batch_size, progress=progress
         )
+        self.solver_name = resolve_solver_name(solver, self.objective.size, self.hessian.curved_count)
+        self.solver = make_solver(self.solver_name, solver_options, progress=progress)
+        if isinstance(self.solver, ExactSolver):
+            self.solver.check_size(self.objective.size)
         self.diagnostics: list[SolveDiagnostics] = []
         self._train_grads: torch.Tensor | None = None
         self._sharded: dict[str, ShardedTraining] = {}
@@ -574,11 +576,12 @@ class InfluenceExplainer:
             return self, report
         return self.with_damping(report.suggested_damping), report
 
-    def curvature(self, steps: int = 40, seed: int = 0) -> CurvatureReport:
+    def curvature(self, steps: int | None = None, seed: int = 0) -> CurvatureReport:
         """Extreme eigenvalues of H (weight decay and damping included); warns when H is not positive definite.
 
-        With the exact solver they come from the explicit Hessian, otherwise from ``steps`` Lanczos
-        iterations (each one Hessian-vector product over the training set).
+        With the exact solver they come from the explicit Hessian, otherwise from Lanczos iterations
+        (each one Hessian-vector product over the training set): ``steps`` of them, or by default as
+        many as the extreme Ritz pairs need to converge (at most 200).
         """
         if isinstance(self.solver, ExactSolver):
             eigs = torch.linalg.eigvalsh(self.solver.hessian(self.hessian))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import fields
 from typing import Any
 
@@ -15,15 +15,22 @@ from .options import CGOptions, ExactOptions, LissaOptions
 
 SOLVERS = {"exact": (ExactSolver, ExactOptions), "cg": (CGSolver, CGOptions), "lissa": (LissaSolver, LissaOptions)}
 AUTO_EXACT_MAX_PARAMS = 3000
+AUTO_EXACT_MAX_CURVED = 64
 
 
-def resolve_solver_name(name: str, n_params: int) -> str:
-    """``"auto"`` becomes ``"exact"`` up to 3000 parameters, where one factorisation serves every
-    test point, and ``"cg"`` above; other names are checked and returned as given."""
+def resolve_solver_name(name: str, n_params: int, n_curved: Callable[[], int] | None = None) -> str:
+    """``"auto"`` becomes ``"exact"`` when the explicit Hessian is cheap: at most 3000 parameters, of
+    which at most 64 lie outside the group the outputs are affine in (``n_curved()``; each costs a
+    Hessian-vector product, the affine block comes from Jacobians). That covers linear and logistic
+    regression and last-layer influence, where one factorisation serves every test point. Otherwise
+    ``"cg"``: block CG preconditioned by the Gauss-Newton matrix answers the first test point soonest.
+    Other names are checked and returned as given."""
     if not isinstance(name, str) or (name not in SOLVERS and name != "auto"):
         raise InfluenceInputError(f"unknown solver {name!r}; choose one of 'auto', 'exact', 'cg', 'lissa'")
     if name == "auto":
-        return "exact" if n_params <= AUTO_EXACT_MAX_PARAMS else "cg"
+        if n_params > AUTO_EXACT_MAX_PARAMS:
+            return "cg"
+        return "exact" if n_curved is None or n_curved() <= AUTO_EXACT_MAX_CURVED else "cg"
     return name
 
 

@@ -18,6 +18,8 @@ class SolveDiagnostics:
     residuals: CG's relative residual ||H x - b|| / ||b|| per iteration, the worst column; the
         last entry is the true residual, recomputed from x (exact: one entry, of the float64 solve).
     estimate_norms: LiSSA's ||h_j / scale|| per recorded step, averaged over columns.
+    preconditioner: what preconditioned CG (``"gauss-newton"``), if anything.
+    reused_directions: Krylov directions of earlier solves that this block CG solve started from.
     """
 
     solver: str
@@ -30,6 +32,8 @@ class SolveDiagnostics:
     estimate_norms: np.ndarray = field(default_factory=lambda: np.zeros(0))
     eigenvalues: EigenvalueEstimate | None = None
     scale: float | None = None
+    preconditioner: str | None = None
+    reused_directions: int = 0
     warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -37,6 +41,12 @@ class SolveDiagnostics:
         parts = [f"{self.solver}: {self.n_rhs} right-hand side(s), {self.seconds:.2f} s"]
         if self.iterations:
             parts.append(f"{self.iterations} iterations")
+        if self.hessian_vector_products:
+            parts.append(f"{self.hessian_vector_products} Hessian-vector products")
+        if self.preconditioner:
+            parts.append(f"{self.preconditioner} preconditioner")
+        if self.reused_directions:
+            parts.append(f"started from {self.reused_directions} earlier directions")
         if self.residuals.size:
             parts.append(f"final relative residual {self.residuals[-1]:.1e}")
         if self.scale is not None:

@@ -1,4 +1,5 @@
-"""Matrix-free conjugate gradients on several right-hand sides at once."""
+"""Matrix-free conjugate gradients on several right-hand sides at once: block CG (one shared Krylov
+space, optionally preconditioned) or one recursion per column."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import numpy as np
 import torch
 
 from ..curvature import HessianOperator
-from ..errors import ConvergenceWarning, SolverDivergedError
+from ..errors import ConvergenceWarning, InfluenceInputError, SolverDivergedError
 from ..progress import progress_counter
 from .base import SolveDiagnostics
+from .block_cg import KrylovBasis, block_conjugate_gradients
 from .options import CGOptions
 
 _MAX_RESTARTS = 2
@@ -22,16 +24,91 @@ def default_rtol(dtype: torch.dtype) -> float:
 
 
 class CGSolver:
-    """Each column of rhs runs its own CG recursion; the Hessian-vector products of the
-    still-unconverged columns are batched into one pass over the training set."""
+    """Block CG by default: every right-hand side shares one Krylov space, each iteration is one
+    batched pass of Hessian-vector products, and the damped Gauss-Newton matrix preconditions it.
+    Operators whose product differs per column (``matvec_columns``) get one CG recursion per column,
+    their products batched into one pass over the training set."""
 
     name = "cg"
 
     def __init__(self, options: CGOptions | None = None, progress: bool = False) -> None:
         self.options = options or CGOptions()
         self.progress = progress
+        self._basis: KrylovBasis | None = None
+        self._basis_operator: HessianOperator | None = None
+
+    def uses_preconditioner(self, operator: HessianOperator) -> bool:
+        """Whether block CG preconditions ``operator`` with its Gauss-Newton matrix (the options allow it)."""
+        choice = self.options.preconditioner
+        available = hasattr(operator, "gauss_newton_preconditioner")
+        if choice == "gauss-newton" and not available:
+            raise InfluenceInputError(
+                f"CGOptions(preconditioner='gauss-newton') needs the training Hessian; this operator "
+                f"({type(operator).__name__}) has no Gauss-Newton matrix. Use preconditioner='none'"
+            )
+        if choice == "auto":
+            return available and operator.size <= self.options.preconditioner_max_params
+        return choice == "gauss-newton"
+
+    def _preconditioner(self, operator: HessianOperator):
+        if not self.uses_preconditioner(operator):
+            return None
+        return operator.gauss_newton_preconditioner(self.options.preconditioner_points)
+
+    def _basis_for(self, operator: HessianOperator) -> KrylovBasis:
+        if not self.options.recycle or self._basis_operator is not operator or self._basis is None:
+            self._basis, self._basis_operator = KrylovBasis(), operator
+        return self._basis
 
     def solve(self, operator: HessianOperator, rhs: torch.Tensor) -> tuple[torch.Tensor, SolveDiagnostics]:
+        if not self.options.block or hasattr(operator, "matvec_columns"):
+            return self._solve_columns(operator, rhs)
+        start = time.perf_counter()
+        rtol = self.options.rtol if self.options.rtol is not None else default_rtol(rhs.dtype)
+        precondition = self._preconditioner(operator)
+        basis = self._basis_for(operator)
+        reused = basis.size
+        bar = progress_counter(enabled=self.progress, desc="block conjugate gradients", total=self.options.max_iter)
+        try:
+            result = block_conjugate_gradients(
+                operator.matvec,
+                rhs,
+                rtol=rtol,
+                max_iter=self.options.max_iter,
+                precondition=precondition,
+                basis=basis,
+                max_restarts=_MAX_RESTARTS,
+                on_iteration=lambda: bar.update(1),
+            )
+        finally:
+            bar.close()
+        diagnostics = SolveDiagnostics(
+            solver=self.name,
+            n_rhs=rhs.shape[1],
+            converged=result.converged,
+            iterations=result.iterations,
+            seconds=time.perf_counter() - start,
+            hessian_vector_products=result.products,
+            residuals=np.asarray(result.history),
+            preconditioner="gauss-newton" if precondition is not None else None,
+            reused_directions=reused,
+        )
+        self._warn_unless_converged(diagnostics, rtol)
+        return result.solution, diagnostics
+
+    def _warn_unless_converged(self, diagnostics: SolveDiagnostics, rtol: float) -> None:
+        if diagnostics.converged:
+            return
+        worst = float(diagnostics.residuals[-1]) if diagnostics.residuals.size else float("nan")
+        message = (
+            f"CG stopped after {diagnostics.iterations} iterations at relative residual {worst:.2e} > rtol {rtol:.1e}; "
+            "raise CGOptions(max_iter=...), add damping to improve the conditioning, or use solver='exact'"
+        )
+        diagnostics.warnings.append(message)
+        warnings.warn(message, ConvergenceWarning, stacklevel=5)
+
+    def _solve_columns(self, operator: HessianOperator, rhs: torch.Tensor) -> tuple[torch.Tensor, SolveDiagnostics]:
+        """One CG recursion per column; the products of the unconverged columns are batched."""
         start = time.perf_counter()
         rtol = self.options.rtol if self.options.rtol is not None else default_rtol(rhs.dtype)
         x = torch.zeros_like(rhs)
@@ -60,7 +137,6 @@ class CGSolver:
         finally:
             bar.close()
         residuals = torch.stack(history).cpu().numpy() if history else np.zeros(0)
-        worst = float(residuals[-1]) if residuals.size else 0.0
         converged = not bool(active.any())
         diagnostics = SolveDiagnostics(
             solver=self.name,
@@ -71,13 +147,7 @@ class CGSolver:
             hessian_vector_products=products,
             residuals=residuals,
         )
-        if not converged:
-            message = (
-                f"CG stopped after {iterations} iterations at relative residual {worst:.2e} > rtol {rtol:.1e}; "
-                "raise CGOptions(max_iter=...), add damping to improve the conditioning, or use solver='exact'"
-            )
-            diagnostics.warnings.append(message)
-            warnings.warn(message, ConvergenceWarning, stacklevel=4)
+        self._warn_unless_converged(diagnostics, rtol)
         return x, diagnostics
 
     def _iterate(self, operator, x, residual, active, safe_norm, rtol, history, iterations, products, bar):

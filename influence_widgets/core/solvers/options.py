@@ -28,20 +28,51 @@ class ExactOptions:
         _require(self.block >= 1, f"ExactOptions.block must be >= 1, got {self.block}")
 
 
+PRECONDITIONERS = ("auto", "gauss-newton", "none")
+
+
 @dataclass(frozen=True)
 class CGOptions:
     """Matrix-free conjugate gradients on all right-hand sides at once.
 
     rtol: stop a column when ||H x - b|| <= rtol ||b||; None means 1e-8 in float64, 1e-5 in float32.
     max_iter: iteration cap; each iteration is one Hessian-vector product per unconverged column.
+    block: share one Krylov space between all right-hand sides (block CG); False runs one CG
+        recursion per column, batched (always the case for per-column operators).
+    preconditioner: ``"gauss-newton"`` (block CG only: the damped Gauss-Newton matrix of the training
+        loss, built once from per-example output Jacobians and factorised in float64), ``"none"``, or
+        ``"auto"``: Gauss-Newton up to ``preconditioner_max_params`` parameters, where its p x p
+        factor is cheap.
+    preconditioner_points: training points (a seeded random subset when there are more) that the
+        Gauss-Newton preconditioner is built from; it changes the speed of convergence, not the answer.
+    preconditioner_max_params: the ``"auto"`` limit above.
+    recycle: start each solve from the directions of earlier solves with the same Hessian (block CG),
+        so that asking about one more test point gets cheaper as the session goes on.
     """
 
     rtol: float | None = None
     max_iter: int = 1000
+    block: bool = True
+    preconditioner: str = "auto"
+    preconditioner_points: int = 4096
+    preconditioner_max_params: int = 5000
+    recycle: bool = True
 
     def __post_init__(self) -> None:
         _require(self.rtol is None or 0 < self.rtol < 1, f"CGOptions.rtol must lie in (0, 1), got {self.rtol}")
         _require(self.max_iter >= 1, f"CGOptions.max_iter must be >= 1, got {self.max_iter}")
+        _require(
+            self.preconditioner in PRECONDITIONERS,
+            f"CGOptions.preconditioner must be one of {PRECONDITIONERS}, got {self.preconditioner!r}",
+        )
+        _require(
+            self.preconditioner_points >= 1,
+            f"CGOptions.preconditioner_points must be >= 1, got {self.preconditioner_points}",
+        )
+        _require(
+            self.preconditioner_max_params >= 1,
+            f"CGOptions.preconditioner_max_params must be >= 1, got {self.preconditioner_max_params}",
+        )
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,148 @@
+"""The Gauss-Newton part of the training Hessian, from per-example output Jacobians.
+
+For one example with outputs f = f(x; theta) (C values) and loss l(f, y),
+
+    nabla^2_theta l = J^T A J + sum_k (dl/df_k) nabla^2_theta f_k,    J = df/dtheta [C, p], A = nabla^2_f l [C, C].
+
+The first term is the generalised Gauss-Newton matrix. Its sum over a chunk of examples is one matrix
+product of stacked Jacobians, far cheaper than p Hessian-vector products, and it serves two purposes:
+
+* Where the outputs are affine in a group L of parameters (a final linear layer; every parameter of
+  a linear or logistic regression), nabla^2_LL f_k = 0, so the (L, L) block of the Hessian *is* the
+  Gauss-Newton block, exactly. ``affine_parameter_mask`` finds such a group.
+* With A replaced by its positive part, it is a positive semi-definite approximation of the whole
+  Hessian: the preconditioner of block conjugate gradients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import torch
+from torch.func import hessian, jacrev, jvp, vmap
+
+from .data import StreamedData, TrainingData
+from .objective import Objective
+
+_JACOBIAN_CHUNK_BYTES = 2**26  # per-example Jacobians held at once: b x C x p values
+_AFFINE_RTOL = 1e-12  # second derivative along a probe, relative to the first: "exactly zero"
+_PROBES = 2
+
+
+def output_jacobians(objective: Objective, x: torch.Tensor) -> torch.Tensor:
+    """d f(x_i) / d theta for each row of a batch, [b, C, p] with C the flattened output size."""
+
+    def single(theta: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+        return objective.outputs(xi.unsqueeze(0), theta).reshape(-1)
+
+    return vmap(jacrev(single), in_dims=(None, 0))(objective.theta, x)
+
+
+def output_hessians(objective: Objective, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """nabla^2_f loss(f(x_i), y_i) for each row, [b, C, C]: the loss's curvature in output space."""
+    with torch.no_grad():
+        outputs = objective.outputs(x)
+    shape = outputs.shape[1:]
+
+    def point_loss(flat: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
+        return objective.loss_fn(flat.reshape(shape).unsqueeze(0), yi.unsqueeze(0)).sum()
+
+    return vmap(hessian(point_loss))(outputs.reshape(len(x), -1), y)
+
+
+def jacobian_chunks(
+    objective: Objective, data: TrainingData | StreamedData, batch_size: int, indices: torch.Tensor | None = None
+) -> tuple[Iterator[tuple[torch.Tensor, torch.Tensor]], int]:
+    """(x, y) chunks of the training set (or of ``indices``) whose Jacobians take at most 64 MiB, and their count."""
+    with torch.no_grad():
+        n_outputs = objective.outputs(data.take(torch.arange(1))[0]).numel()
+    per_point = max(1, n_outputs * objective.size * objective.theta.element_size())
+    size = max(1, min(batch_size, _JACOBIAN_CHUNK_BYTES // per_point))
+    if indices is None:
+        return ((x, y) for _, x, y in data.chunks(size)), -(-len(data) // size)
+    chunks = (data.take(indices[start : start + size]) for start in range(0, len(indices), size))
+    return chunks, -(-len(indices) // size)
+
+
+def gauss_newton_sum(
+    objective: Objective,
+    chunks: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    columns: torch.Tensor | None = None,
+    positive_part: bool = False,
+) -> torch.Tensor:
+    """sum_i J_i[:, cols]^T A_i J_i[:, cols] over the examples of ``chunks`` ((x, y) batches), [k, k].
+
+    ``columns``: the parameter indices to keep (default all). ``positive_part``: replace each A_i by
+    its positive semi-definite part (eigenvalues clipped at 0), which makes the sum PSD.
+    """
+    total = None
+    for x, y in chunks:
+        jacobians = output_jacobians(objective, x)
+        if columns is not None:
+            jacobians = jacobians[:, :, columns]
+        curvature = output_hessians(objective, x, y).to(jacobians.dtype)
+        curvature = (curvature + curvature.transpose(1, 2)) / 2
+        k = jacobians.shape[2]
+        if positive_part:
+            eigenvalues, eigenvectors = torch.linalg.eigh(curvature)
+            root = eigenvectors * eigenvalues.clamp_min(0).sqrt().unsqueeze(1)  # A+ = root root^T
+            used = eigenvalues.amax(0) > 0  # directions of output space with no curvature at any point add nothing
+            rows = torch.einsum("bck,bcp->bkp", root[:, :, used], jacobians).reshape(-1, k)
+            part = symmetric_gram(rows)
+        else:
+            part = jacobians.reshape(-1, k).T @ torch.einsum("bcd,bdp->bcp", curvature, jacobians).reshape(-1, k)
+        total = part if total is None else total + part
+    return (total + total.T) / 2
+
+
+def symmetric_gram(rows: torch.Tensor, blocks: int = 4) -> torch.Tensor:
+    """rows^T rows [k, k] from the blocks on and above the diagonal: about 5/8 of the full product's work."""
+    k = rows.shape[1]
+    bounds = [round(i * k / blocks) for i in range(blocks + 1)]
+    gram = torch.empty(k, k, dtype=rows.dtype, device=rows.device)
+    for i in range(blocks):
+        a, b = bounds[i], bounds[i + 1]
+        upper = rows[:, a:b].T @ rows[:, a:]
+        gram[a:b, a:] = upper
+        gram[a:, a:b] = upper.T
+    return gram
+
+
+def _second_derivative_vanishes(objective: Objective, x: torch.Tensor, mask: torch.Tensor, seed: int) -> bool:
+    """Whether d^2/dt^2 f(x_i; theta + t v) = 0 at t = 0 for random probes v supported on ``mask``."""
+    generator = torch.Generator().manual_seed(seed)
+    theta = objective.theta
+    for _ in range(_PROBES):
+        v = torch.randn(theta.shape, generator=generator, dtype=torch.float64).to(theta) * mask.to(theta)
+
+        def directional(t: torch.Tensor, v: torch.Tensor = v) -> torch.Tensor:
+            return jvp(lambda th: objective.outputs(x, th), (t,), (v,))[1]
+
+        first, second = jvp(directional, (theta,), (v,))
+        scale = float(first.abs().max())
+        if float(second.abs().max()) > _AFFINE_RTOL * max(scale, torch.finfo(theta.dtype).tiny):
+            return False
+    return True
+
+
+def affine_parameter_mask(objective: Objective, sample: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """A group L of parameters in which the model's outputs are jointly affine, as a bool mask [p].
+
+    Parameter tensors are tried from the last to the first and kept when the outputs stay affine in
+    the group with them, tested by the second directional derivative along random probes on the
+    inputs ``sample``; so a final linear layer is found, and of two stacked linear layers only the
+    last. Check the group on every training point with ``affine_on`` before relying on it.
+    """
+    mask = torch.zeros(objective.size, dtype=torch.bool, device=objective.device)
+    ends = torch.cumsum(torch.tensor(objective.numels), 0).tolist()
+    for end, numel in reversed(list(zip(ends, objective.numels))):
+        candidate = mask.clone()
+        candidate[end - numel : end] = True
+        if _second_derivative_vanishes(objective, sample, candidate, seed):
+            mask = candidate
+    return mask
+
+
+def affine_on(objective: Objective, mask: torch.Tensor, batches: Iterable[torch.Tensor], seed: int = 1) -> bool:
+    """Whether the outputs are affine in the ``mask`` group on every input batch (fresh random probes)."""
+    return all(_second_derivative_vanishes(objective, x, mask, seed) for x in batches)

@@ -1,0 +1,125 @@
+"""Block conjugate gradients: shared Krylov space, Galerkin steps, the Gauss-Newton preconditioner, reuse."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from closed_form import as_numpy
+from torch import nn
+
+from influence_widgets import CGOptions, InfluenceExplainer, InfluenceInputError, SolverDivergedError
+from influence_widgets.core import DenseOperator, make_solver
+from influence_widgets.core.solvers.block_cg import block_conjugate_gradients
+from influence_widgets.data import cross_entropy_per_example, fit_adam, fit_lbfgs, load_digits
+
+WEIGHT_DECAY, DAMPING = 1e-3, 1e-2
+
+
+def spd(seed: int, size: int, condition: float) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.normal(size=(size, size)))
+    return torch.as_tensor((q * np.geomspace(1.0, condition, size)) @ q.T)
+
+
+def relative(a, b) -> float:
+    return float(np.linalg.norm(as_numpy(a) - as_numpy(b)) / np.linalg.norm(as_numpy(b)))
+
+
+@pytest.mark.parametrize("preconditioner", ["identity", "random SPD", "non-symmetric"])
+def test_the_galerkin_step_converges_whatever_the_preconditioner(preconditioner):
+    matrix = spd(0, 40, 1e4)
+    rhs = torch.as_tensor(np.random.default_rng(1).normal(size=(40, 6)))
+    rng = np.random.default_rng(2)
+    mixing = {
+        "identity": None,
+        "random SPD": spd(3, 40, 1e3),
+        "non-symmetric": torch.as_tensor(np.eye(40) + 0.3 * rng.normal(size=(40, 40))),
+    }[preconditioner]
+    result = block_conjugate_gradients(
+        lambda v: matrix @ v, rhs, rtol=1e-10, max_iter=200, precondition=None if mixing is None else mixing.__matmul__
+    )
+    truth = torch.linalg.solve(matrix, rhs)
+    assert result.converged and relative(result.solution, truth) < 1e-7
+    residual = torch.linalg.vector_norm(matrix @ result.solution - rhs, dim=0) / torch.linalg.vector_norm(rhs, dim=0)
+    assert float(residual.max()) <= 1e-10 and result.history[-1] <= 1e-10  # the last entry is the true residual
+
+
+def test_one_shared_space_needs_fewer_products_than_separate_recursions():
+    matrix = spd(4, 60, 1e3)
+    rhs = torch.as_tensor(np.random.default_rng(5).normal(size=(60, 8)))
+    block, block_diag = make_solver("cg", CGOptions(rtol=1e-10)).solve(DenseOperator(matrix), rhs)
+    columns, columns_diag = make_solver("cg", CGOptions(rtol=1e-10, block=False)).solve(DenseOperator(matrix), rhs)
+    truth = torch.linalg.solve(matrix, rhs)
+    assert relative(block, truth) < 1e-7 and relative(columns, truth) < 1e-7
+    assert block_diag.hessian_vector_products < columns_diag.hessian_vector_products / 2
+
+
+def test_block_cg_stops_on_negative_curvature_and_names_damping():
+    with pytest.raises(SolverDivergedError, match="damping"):
+        make_solver("cg").solve(DenseOperator(torch.diag(torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64))),
+                                torch.ones(3, 2, dtype=torch.float64))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def network():
+    torch.manual_seed(0)
+    split = load_digits(dtype=torch.float64, seed=1)
+    x, y = split.X_train[:300], split.y_train[:300]
+    model = nn.Sequential(nn.Linear(64, 4), nn.Tanh(), nn.Linear(4, 10)).double()
+    fit_adam(model, cross_entropy_per_example, x, y, WEIGHT_DECAY, steps=300, lr=0.02)
+    fit_lbfgs(model, cross_entropy_per_example, x, y, WEIGHT_DECAY, max_iter=300)
+    return model, x, y, split.X_test[:12], split.y_test[:12]
+
+
+def explainer(network, solver, options=None):
+    model, x, y, *_ = network
+    return InfluenceExplainer(
+        model,
+        cross_entropy_per_example,
+        x,
+        y,
+        weight_decay=WEIGHT_DECAY,
+        damping=DAMPING,
+        solver=solver,
+        solver_options=options,
+        progress=False,
+    )
+
+
+def test_gauss_newton_preconditioning_cuts_the_products_and_keeps_the_answer(network):
+    *_, x_test, y_test = network
+    exact = explainer(network, "exact").influence(x_test, y_test)
+    plain = explainer(network, "cg", CGOptions(preconditioner="none", rtol=1e-10))
+    preconditioned = explainer(network, "cg", CGOptions(rtol=1e-10))
+    assert relative(plain.influence(x_test, y_test), exact) < 1e-7
+    assert relative(preconditioned.influence(x_test, y_test), exact) < 1e-7
+    with_gn, without = preconditioned.diagnostics[-1], plain.diagnostics[-1]
+    assert with_gn.preconditioner == "gauss-newton" and without.preconditioner is None
+    assert with_gn.hessian_vector_products < 0.8 * without.hessian_vector_products
+
+
+def test_later_solves_start_from_the_directions_of_earlier_ones(network):
+    *_, x_test, y_test = network
+    exact = explainer(network, "exact").influence(x_test[6:], y_test[6:])
+    reused = explainer(network, "cg", CGOptions(rtol=1e-10))
+    reused.influence(x_test[:6], y_test[:6])
+    scores = reused.influence(x_test[6:], y_test[6:])
+    fresh = explainer(network, "cg", CGOptions(rtol=1e-10, recycle=False))
+    fresh.influence(x_test[:6], y_test[:6])
+    fresh_scores = fresh.influence(x_test[6:], y_test[6:])
+    assert relative(scores, exact) < 1e-7 and relative(fresh_scores, exact) < 1e-7
+    second, fresh_second = reused.diagnostics[-1], fresh.diagnostics[-1]
+    assert second.reused_directions > 0 and fresh_second.reused_directions == 0
+    assert second.hessian_vector_products < fresh_second.hessian_vector_products
+
+
+def test_block_cg_options_bad_input():
+    with pytest.raises(InfluenceInputError, match="preconditioner must be one of"):
+        CGOptions(preconditioner="diagonal")
+    with pytest.raises(InfluenceInputError, match="preconditioner_points"):
+        CGOptions(preconditioner_points=0)
+    with pytest.raises(InfluenceInputError, match="has no Gauss-Newton matrix"):
+        make_solver("cg", CGOptions(preconditioner="gauss-newton")).solve(
+            DenseOperator(torch.eye(3, dtype=torch.float64)), torch.ones(3, 1, dtype=torch.float64)
+        )

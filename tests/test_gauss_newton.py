@@ -1,0 +1,109 @@
+"""The Gauss-Newton matrix from output Jacobians, the affine parameter group, and the explicit Hessian from both."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from closed_form import as_numpy, multiclass_logistic
+from torch import nn
+from torch.func import functional_call
+
+from influence_widgets import InfluenceExplainer
+from influence_widgets.core.gauss_newton import affine_parameter_mask, gauss_newton_sum
+from influence_widgets.core.objective import Objective
+from influence_widgets.data import LogisticRegression, cross_entropy_per_example, load_digits
+
+
+@pytest.fixture(scope="module")
+def digits():
+    split = load_digits(dtype=torch.float64, seed=2)
+    return split.X_train[:40], split.y_train[:40]
+
+
+def tanh_network() -> nn.Module:
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Linear(64, 3), nn.Tanh(), nn.Linear(3, 10)).double()
+
+
+def flat_theta(model: nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def outputs_at(model: nn.Module, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    shapes = [(name, p.shape, p.numel()) for name, p in model.named_parameters()]
+    pieces = dict(zip([n for n, *_ in shapes], torch.split(theta, [k for *_, k in shapes])))
+    return functional_call(model, {n: pieces[n].view(s) for n, s, _ in shapes}, (x,))
+
+
+def test_gauss_newton_sum_is_jacobian_transpose_softmax_hessian_jacobian(digits):
+    """Against torch.autograd.functional.jacobian per example and the softmax Hessian diag(p) - p p^T."""
+    x, y = digits
+    model = tanh_network()
+    theta = flat_theta(model)
+    expected = np.zeros((len(theta), len(theta)))
+    for xi in x:
+        jacobian = torch.autograd.functional.jacobian(lambda t, xi=xi: outputs_at(model, t, xi[None])[0], theta)
+        probs = torch.softmax(outputs_at(model, theta, xi[None])[0], 0).detach()
+        curvature = torch.diag(probs) - torch.outer(probs, probs)
+        expected += (jacobian.T @ curvature @ jacobian).numpy()
+    objective = Objective(model, cross_entropy_per_example)
+    for positive_part in (False, True):  # the softmax Hessian is PSD: its positive part is itself
+        found = as_numpy(gauss_newton_sum(objective, [(x[:25], y[:25]), (x[25:], y[25:])], None, positive_part))
+        np.testing.assert_allclose(found, expected, rtol=1e-9, atol=1e-12)
+    columns = torch.tensor([0, 5, 70, 200])
+    found = as_numpy(gauss_newton_sum(objective, [(x, y)], columns))
+    np.testing.assert_allclose(found, expected[np.ix_(columns, columns)], rtol=1e-9, atol=1e-12)
+
+
+def test_positive_part_drops_negative_curvature_in_output_space(digits):
+    x, y = digits
+    objective = Objective(tanh_network(), lambda out, target: -(out**2).sum(1))  # A = -2 I: no positive part
+    assert float(gauss_newton_sum(objective, [(x, y)], None, positive_part=True).abs().max()) == 0.0
+    negative = as_numpy(gauss_newton_sum(objective, [(x, y)], None))
+    assert np.linalg.eigvalsh(negative)[0] < 0
+
+
+def test_the_affine_group_is_all_of_a_linear_model_and_the_last_layer_of_a_network(digits):
+    x, _ = digits
+    logistic = Objective(LogisticRegression(64, 10).double(), cross_entropy_per_example)
+    assert bool(affine_parameter_mask(logistic, x[:8]).all())
+    network = Objective(tanh_network(), cross_entropy_per_example)
+    mask = affine_parameter_mask(network, x[:8])
+    assert mask.tolist() == [False] * (64 * 3 + 3) + [True] * (3 * 10 + 10)
+    stacked = Objective(nn.Sequential(nn.Linear(64, 3), nn.Linear(3, 10)).double(), cross_entropy_per_example)
+    mask = affine_parameter_mask(stacked, x[:8])  # affine in each layer, bilinear in the two together
+    assert mask.tolist() == [False] * (64 * 3 + 3) + [True] * (3 * 10 + 10)
+
+
+def test_explicit_hessian_of_logistic_regression_takes_no_hessian_vector_product(multiclass_logreg, monkeypatch):
+    t = multiclass_logreg
+    ex = InfluenceExplainer(t.model, t.loss_fn, t.X_train, t.y_train, weight_decay=t.weight_decay, progress=False)
+    assert ex.solver_name == "exact"  # auto: the explicit Hessian is one product of Jacobians
+
+    def no_products(vectors):
+        raise AssertionError("a Hessian-vector product was taken")
+
+    monkeypatch.setattr(ex.hessian, "matvec", no_products)
+    _, hessian = multiclass_logistic(t.model.linear, as_numpy(t.X_train), t.y_train.numpy(), t.weight_decay)
+    np.testing.assert_allclose(as_numpy(ex.solver.hessian(ex.hessian)), hessian, rtol=1e-10, atol=1e-13)
+
+
+def test_an_affine_group_seen_only_on_the_sample_is_checked_on_every_point(digits):
+    """A ReLU layer dead on the first training points looks affine there; the check over all points refuses it."""
+    x, y = digits
+    x = x.clone()
+    x[:8] = 0.0  # the sample the group is searched on
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 3), nn.ReLU(), nn.Linear(3, 10)).double()
+    with torch.no_grad():
+        model[0].bias.fill_(-0.05)  # relu(b) = 0 on the zero rows, alive elsewhere
+        model[0].weight.abs_()
+    ex = InfluenceExplainer(model, cross_entropy_per_example, x, y, solver="exact", damping=0.1, progress=False)
+    assert bool(ex.hessian._sample_affine_mask().all())  # fooled by the sample
+    assert not bool(ex.hessian.affine_mask().any())  # but not by the whole training set
+    theta = flat_theta(model)
+    autograd = torch.autograd.functional.hessian(
+        lambda t: cross_entropy_per_example(outputs_at(model, t, x), y).mean(), theta
+    ) + 0.1 * torch.eye(len(theta), dtype=torch.float64)
+    np.testing.assert_allclose(as_numpy(ex.solver.hessian(ex.hessian)), autograd.numpy(), rtol=1e-9, atol=1e-12)
