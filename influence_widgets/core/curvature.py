@@ -19,11 +19,13 @@ from .progress import progress_bar
 
 _AFFINE_SAMPLE = 8  # training points on which the affine parameter group is searched (then checked on all)
 
-# Point-vector products per vmapped call where CPU throughput peaks: 4096 for blocks of 16 vectors or more;
-# fewer vectors are cheaper per product in larger calls, up to 8 x chunk_size points (the call's fixed cost).
+# Point-vector products per vmapped call: where CPU throughput peaks for the digits CNN (1,626 parameters),
+# 4096 for 16 vectors or more, 4x that for fewer (the call's fixed cost weighs more); smaller models need
+# more per call to cover that cost (the budget scales with 1/p, up to 16x); at most 8 chunk_size chunks of points.
 _POINTS_TIMES_VECTORS = 4096
+_REFERENCE_PARAMS = 1626
+_MAX_SCALE = 16
 _FEW_VECTORS = 16
-_FEW_VECTORS_POINTS_TIMES_VECTORS = 16384
 _MAX_CHUNKS_PER_CALL = 8
 
 
@@ -81,8 +83,8 @@ class TrainingHessian:
     def _chunk_for(self, n_vectors: int) -> int:
         """Training points per vmapped product (see ``_POINTS_TIMES_VECTORS``)."""
         n_vectors = max(1, n_vectors)
-        budget = _POINTS_TIMES_VECTORS if n_vectors >= _FEW_VECTORS else _FEW_VECTORS_POINTS_TIMES_VECTORS
-        return max(1, min(_MAX_CHUNKS_PER_CALL * self.chunk_size, budget // n_vectors))
+        scale = min(_MAX_SCALE, max(1.0, _REFERENCE_PARAMS / self.size)) * (4 if n_vectors < _FEW_VECTORS else 1)
+        return max(1, min(_MAX_CHUNKS_PER_CALL * self.chunk_size, int(_POINTS_TIMES_VECTORS * scale) // n_vectors))
 
     def _sum_matvec(self, x: torch.Tensor, y: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
         chunk = self._chunk_for(vectors.shape[1])
@@ -133,10 +135,16 @@ class TrainingHessian:
         """The parameters in which the model's outputs are jointly affine (bool [p]), checked on every
         training point; their block of H is exactly their Gauss-Newton block. Computed once."""
         if self._affine_mask is None:
-            mask = self._sample_affine_mask()
-            batches = (x for _, x, _ in self.data.chunks(self.chunk_size))
-            holds = not mask.any() or affine_on(self.objective, mask, batches)
-            self._affine_mask = mask if holds else torch.zeros_like(mask)  # not affine everywhere: use none
+
+            def batches():
+                return (x for _, x, _ in self.data.chunks(_MAX_CHUNKS_PER_CALL * self.chunk_size))
+
+            mask = torch.ones(self.size, dtype=torch.bool, device=self.device)
+            if not affine_on(self.objective, mask, batches()):  # not a linear model (one probe on all points)
+                mask = self._sample_affine_mask()  # searched on a few points ...
+                if mask.any() and not affine_on(self.objective, mask, batches()):  # ... and checked on all
+                    mask = torch.zeros_like(mask)
+            self._affine_mask = mask
         return self._affine_mask
 
     def has_preconditioner(self, max_points: int = 4096) -> bool:

@@ -19,14 +19,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 import torch
-from torch.func import hessian, jacrev, jvp, vmap
+from torch.func import grad, jacrev, jvp, vjp, vmap
 
 from .data import StreamedData, TrainingData
 from .objective import Objective
 
-_JACOBIAN_CHUNK_BYTES = 2**26  # per-example Jacobians held at once: b x C x p values
+_JACOBIAN_CHUNK_BYTES = 2**26  # per-example Jacobians held at once: b x C x p values ...
+_MAX_CHUNKS_PER_CALL = 8  # ... and at most this many batch_size chunks of points
 _AFFINE_RTOL = 1e-12  # second derivative along a probe, relative to the first: "exactly zero"
-_PROBES = 2
 
 
 def output_jacobians(objective: Objective, x: torch.Tensor) -> torch.Tensor:
@@ -39,25 +39,35 @@ def output_jacobians(objective: Objective, x: torch.Tensor) -> torch.Tensor:
 
 
 def output_hessians(objective: Objective, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """nabla^2_f loss(f(x_i), y_i) for each row, [b, C, C]: the loss's curvature in output space."""
+    """nabla^2_f loss(f(x_i), y_i) for each row, [b, C, C]: the loss's curvature in output space.
+
+    The loss is a sum of per-example terms, so C products of the batch's output-space Hessian with
+    the basis vector e_k on every row give all b blocks at once.
+    """
     with torch.no_grad():
         outputs = objective.outputs(x)
-    shape = outputs.shape[1:]
+    b, shape = len(x), outputs.shape[1:]
+    flat = outputs.reshape(b, -1)
+    n_outputs = flat.shape[1]
 
-    def point_loss(flat: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
-        return objective.loss_fn(flat.reshape(shape).unsqueeze(0), yi.unsqueeze(0)).sum()
+    def total(values: torch.Tensor) -> torch.Tensor:
+        return objective.loss_fn(values.reshape(b, *shape), y).sum()
 
-    return vmap(hessian(point_loss))(outputs.reshape(len(x), -1), y)
+    _, pullback = vjp(grad(total), flat)  # reverse over reverse: no forward-mode rules needed
+    basis = torch.eye(n_outputs, dtype=flat.dtype, device=flat.device)[:, None, :].expand(n_outputs, b, n_outputs)
+    (columns,) = vmap(pullback)(basis)  # [k, b, c] = A_i[k, c]
+    return columns.permute(1, 2, 0)
 
 
 def jacobian_chunks(
     objective: Objective, data: TrainingData | StreamedData, batch_size: int, indices: torch.Tensor | None = None
 ) -> tuple[Iterator[tuple[torch.Tensor, torch.Tensor]], int]:
-    """(x, y) chunks of the training set (or of ``indices``) whose Jacobians take at most 64 MiB, and their count."""
+    """(x, y) chunks of the training set (or of ``indices``), and their count: chunks of at most 8 x
+    ``batch_size`` points whose Jacobians take at most 64 MiB."""
     with torch.no_grad():
         n_outputs = objective.outputs(data.take(torch.arange(1))[0]).numel()
     per_point = max(1, n_outputs * objective.size * objective.theta.element_size())
-    size = max(1, min(batch_size, _JACOBIAN_CHUNK_BYTES // per_point))
+    size = max(1, min(_MAX_CHUNKS_PER_CALL * batch_size, _JACOBIAN_CHUNK_BYTES // per_point))
     if indices is None:
         return ((x, y) for _, x, y in data.chunks(size)), -(-len(data) // size)
     chunks = (data.take(indices[start : start + size]) for start in range(0, len(indices), size))
@@ -109,31 +119,35 @@ def symmetric_gram(rows: torch.Tensor, blocks: int = 4) -> torch.Tensor:
 
 
 def _second_derivative_vanishes(objective: Objective, x: torch.Tensor, mask: torch.Tensor, seed: int) -> bool:
-    """Whether d^2/dt^2 f(x_i; theta + t v) = 0 at t = 0 for random probes v supported on ``mask``."""
+    """Whether d^2/dt^2 f(x_i; theta + t v) = 0 at t = 0 for a random probe v supported on ``mask``.
+
+    For a nonzero quadratic form the probe's value vanishes with probability zero, so one probe decides.
+    """
     generator = torch.Generator().manual_seed(seed)
     theta = objective.theta
-    for _ in range(_PROBES):
-        v = torch.randn(theta.shape, generator=generator, dtype=torch.float64).to(theta) * mask.to(theta)
+    v = torch.randn(theta.shape, generator=generator, dtype=torch.float64).to(theta) * mask.to(theta)
 
-        def directional(t: torch.Tensor, v: torch.Tensor = v) -> torch.Tensor:
-            return jvp(lambda th: objective.outputs(x, th), (t,), (v,))[1]
+    def directional(t: torch.Tensor) -> torch.Tensor:
+        return jvp(lambda th: objective.outputs(x, th), (t,), (v,))[1]
 
-        first, second = jvp(directional, (theta,), (v,))
-        scale = float(first.abs().max())
-        if float(second.abs().max()) > _AFFINE_RTOL * max(scale, torch.finfo(theta.dtype).tiny):
-            return False
-    return True
+    first, second = jvp(directional, (theta,), (v,))
+    scale = max(float(first.abs().max()), torch.finfo(theta.dtype).tiny)
+    return float(second.abs().max()) <= _AFFINE_RTOL * scale
 
 
 def affine_parameter_mask(objective: Objective, sample: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """A group L of parameters in which the model's outputs are jointly affine, as a bool mask [p].
 
-    Parameter tensors are tried from the last to the first and kept when the outputs stay affine in
-    the group with them, tested by the second directional derivative along random probes on the
-    inputs ``sample``; so a final linear layer is found, and of two stacked linear layers only the
-    last. Check the group on every training point with ``affine_on`` before relying on it.
+    All parameters first (a linear model); otherwise parameter tensors are tried from the last to the
+    first and kept when the outputs stay affine in the group with them, tested by the second
+    directional derivative along a random probe on the inputs ``sample``. So a final linear layer is
+    found, and of two stacked linear layers only the last. Check the group on every training point
+    with ``affine_on`` before relying on it.
     """
-    mask = torch.zeros(objective.size, dtype=torch.bool, device=objective.device)
+    everything = torch.ones(objective.size, dtype=torch.bool, device=objective.device)
+    if _second_derivative_vanishes(objective, sample, everything, seed):
+        return everything
+    mask = torch.zeros_like(everything)
     ends = torch.cumsum(torch.tensor(objective.numels), 0).tolist()
     for end, numel in reversed(list(zip(ends, objective.numels))):
         candidate = mask.clone()
@@ -144,5 +158,5 @@ def affine_parameter_mask(objective: Objective, sample: torch.Tensor, seed: int 
 
 
 def affine_on(objective: Objective, mask: torch.Tensor, batches: Iterable[torch.Tensor], seed: int = 1) -> bool:
-    """Whether the outputs are affine in the ``mask`` group on every input batch (fresh random probes)."""
+    """Whether the outputs are affine in the ``mask`` group on every input batch (a fresh random probe)."""
     return all(_second_derivative_vanishes(objective, x, mask, seed) for x in batches)
