@@ -42,5 +42,5 @@ def test_cnn_demo_applies_the_damping_rule_and_writes_a_report(tmp_path, capsys)
         == 0
     )
     out = capsys.readouterr().out
-    assert "cnn on the built-in digits" in out and "solver cg, 1626 parameters" in out  # auto: block CG
+    assert "cnn on the built-in digits" in out and "solver exact, 1626 parameters" in out
     assert report.exists()

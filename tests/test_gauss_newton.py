@@ -79,7 +79,7 @@ def test_the_affine_group_is_all_of_a_linear_model_and_the_last_layer_of_a_netwo
 def test_explicit_hessian_of_logistic_regression_takes_no_hessian_vector_product(multiclass_logreg, monkeypatch):
     t = multiclass_logreg
     ex = InfluenceExplainer(t.model, t.loss_fn, t.X_train, t.y_train, weight_decay=t.weight_decay, progress=False)
-    assert ex.solver_name == "exact"  # auto: the explicit Hessian is one product of Jacobians
+    assert ex.solver_name == "exact"
 
     def no_products(vectors):
         raise AssertionError("a Hessian-vector product was taken")
@@ -107,3 +107,11 @@ def test_an_affine_group_seen_only_on_the_sample_is_checked_on_every_point(digit
         lambda t: cross_entropy_per_example(outputs_at(model, t, x), y).mean(), theta
     ) + 0.1 * torch.eye(len(theta), dtype=torch.float64)
     np.testing.assert_allclose(as_numpy(ex.solver.hessian(ex.hessian)), autograd.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_auto_takes_exact_beyond_3000_parameters_only_where_the_explicit_hessian_is_cheap():
+    x, y = torch.rand(20, 400, dtype=torch.float64), torch.randint(0, 10, (20,))
+    linear = nn.Linear(400, 10).double()  # 4,010 parameters, every one affine: no Hessian-vector product
+    assert InfluenceExplainer(linear, cross_entropy_per_example, x, y, progress=False).solver_name == "exact"
+    network = nn.Sequential(nn.Linear(400, 9), nn.Tanh(), nn.Linear(9, 10)).double()  # 3,709, of which 3,609 curved
+    assert InfluenceExplainer(network, cross_entropy_per_example, x, y, progress=False).solver_name == "cg"

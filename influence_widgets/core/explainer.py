@@ -77,9 +77,9 @@ class InfluenceExplainer:
             ``X_train`` a map-style ``Dataset`` (or unshuffled ``DataLoader``) of ``(x_i, y_i)`` pairs and
             ``y_train=None``, read ``batch_size`` items at a time and never held whole.
         weight_decay: lambda in (lambda/2)||theta||^2, the regulariser the model was trained with.
-        solver: ``"auto"`` (exact where the explicit Hessian is cheap, else CG; see
-            ``solvers.resolve_solver_name``), ``"exact"``, ``"cg"`` (block CG, Gauss-Newton preconditioned)
-            or ``"lissa"``.
+        solver: ``"auto"`` (exact up to 3000 parameters, or 5000 when the explicit Hessian is cheap, else
+            CG; see ``solvers.resolve_solver_name``), ``"exact"``, ``"cg"`` (block CG, Gauss-Newton
+            preconditioned) or ``"lissa"``.
         damping: added to the Hessian's diagonal; needed when the model is not convex.
         params: parameter names or module prefixes that count (default: all with requires_grad).
         solver_options: ``ExactOptions``/``CGOptions``/``LissaOptions`` or a dict of their fields.
@@ -469,10 +469,10 @@ class InfluenceExplainer:
         if (dim, seed) not in self._projections:
             generator = torch.Generator().manual_seed(seed)
             projection = torch.randn(self.n_params, dim, generator=generator, dtype=torch.float32)
-            projection = (projection / dim**0.5).to(self.objective.device, self.objective.dtype)
-            projected = torch.cat(
-                [grads @ projection for _, grads in self.train_gradient_chunks(desc="projected gradients")]
-            )
+            projection = projection.div_(dim**0.5).to(self.objective.device, self.objective.dtype)
+            projected = torch.empty(self.n_train, dim, dtype=self.objective.dtype, device=self.objective.device)
+            for start, grads in self.train_gradient_chunks(desc="projected gradients"):  # filled in place: one copy
+                torch.matmul(grads, projection, out=projected[start : start + len(grads)])
             self._projections[(dim, seed)] = projection, projected
         projection, projected = self._projections[(dim, seed)]
         return (-(self._s_test(x, y, None) @ projection) @ projected.T).cpu()

@@ -15,23 +15,24 @@ from .options import CGOptions, ExactOptions, LissaOptions
 
 SOLVERS = {"exact": (ExactSolver, ExactOptions), "cg": (CGSolver, CGOptions), "lissa": (LissaSolver, LissaOptions)}
 AUTO_EXACT_MAX_PARAMS = 3000
+AUTO_EXACT_AFFINE_MAX_PARAMS = 5000
 AUTO_EXACT_MAX_CURVED = 64
 
 
 def resolve_solver_name(name: str, n_params: int, n_curved: Callable[[], int] | None = None) -> str:
-    """``"auto"`` becomes ``"exact"`` when the explicit Hessian is cheap: at most 3000 parameters, of
-    which at most 64 lie outside the group the outputs are affine in (``n_curved()``; each costs a
-    Hessian-vector product, the affine block comes from Jacobians). That covers linear and logistic
-    regression and last-layer influence, where one factorisation serves every test point. Otherwise
-    ``"cg"``: block CG preconditioned by the Gauss-Newton matrix answers the first test point soonest.
-    Other names are checked and returned as given."""
+    """``"auto"`` becomes ``"exact"`` up to 3000 parameters, where one factorisation serves every test
+    point (a click in the explorer is then a triangular solve), and up to 5000 when at most 64 of them
+    lie outside the group the outputs are affine in (``n_curved()``): each of those costs one
+    Hessian-vector product, the affine block comes from Jacobians. Otherwise ``"cg"``. Other names are
+    checked and returned as given."""
     if not isinstance(name, str) or (name not in SOLVERS and name != "auto"):
         raise InfluenceInputError(f"unknown solver {name!r}; choose one of 'auto', 'exact', 'cg', 'lissa'")
-    if name == "auto":
-        if n_params > AUTO_EXACT_MAX_PARAMS:
-            return "cg"
-        return "exact" if n_curved is None or n_curved() <= AUTO_EXACT_MAX_CURVED else "cg"
-    return name
+    if name != "auto":
+        return name
+    if n_params <= AUTO_EXACT_MAX_PARAMS:
+        return "exact"
+    cheap = n_params <= AUTO_EXACT_AFFINE_MAX_PARAMS and n_curved is not None and n_curved() <= AUTO_EXACT_MAX_CURVED
+    return "exact" if cheap else "cg"
 
 
 def make_solver(name: str, options: Any = None, progress: bool = False) -> Solver:

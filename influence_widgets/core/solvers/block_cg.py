@@ -109,12 +109,14 @@ def block_conjugate_gradients(
     for restart in range(max_restarts + 1):
         relative = torch.linalg.vector_norm(residual, dim=0) / norms
         active = relative > rtol
+        start_iterations, stalled = iterations, False
         while bool(active.any()) and iterations < max_iter:
             block = residual[:, active]
             block = precondition(block) if precondition is not None else block
             block = _orthonormal_columns(basis.orthogonalise(block), drop=100 * eps)
             if block.shape[1] == 0:
-                break  # nothing new to add: every remaining direction is already in the space
+                stalled = True  # nothing new to add: every remaining direction is already in the space
+                break
             image = matvec(block)
             n_products += block.shape[1]
             rayleigh = (block.T @ image).double()
@@ -128,6 +130,7 @@ def block_conjugate_gradients(
                 )
             keep = curvature > 10 * eps * top
             if not bool(keep.any()):
+                stalled = True
                 break
             scale = (rotation[:, keep] / curvature[keep].sqrt()).to(rhs.dtype)
             directions, images = block @ scale, image @ scale  # directions^T H directions = I
@@ -141,8 +144,8 @@ def block_conjugate_gradients(
             active = relative > rtol
             if on_iteration is not None:
                 on_iteration()
-        if iterations >= max_iter or restart == max_restarts:
-            break
+        if iterations >= max_iter or restart == max_restarts or (stalled and iterations == start_iterations):
+            break  # out of iterations, of restarts, or stalled right after a restart: nothing more to gain
         # The recursive residual drifts from b - Hx in finite precision: check the true one.
         residual = rhs - matvec(solution)
         n_products += rhs.shape[1]
