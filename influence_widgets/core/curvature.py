@@ -110,7 +110,11 @@ class TrainingHessian:
     # ------------------------------------------------------------------ Gauss-Newton
 
     def gauss_newton(
-        self, columns: torch.Tensor | None = None, positive_part: bool = False, indices: torch.Tensor | None = None
+        self,
+        columns: torch.Tensor | None = None,
+        positive_part: bool = False,
+        indices: torch.Tensor | None = None,
+        low_precision: bool = False,
     ) -> torch.Tensor:
         """sum_i J_i^T A_i J_i over the training points (or ``indices``), restricted to ``columns``: [k, k].
 
@@ -118,7 +122,7 @@ class TrainingHessian:
         """
         chunks, total = jacobian_chunks(self.objective, self.data, self.chunk_size, indices)
         chunks = progress_bar(chunks, enabled=self.progress, desc="Gauss-Newton matrix", total=total)
-        return gauss_newton_sum(self.objective, chunks, columns, positive_part)
+        return gauss_newton_sum(self.objective, chunks, columns, positive_part, low_precision)
 
     def _sample_affine_mask(self) -> torch.Tensor:
         if self._sample_mask is None:
@@ -154,8 +158,8 @@ class TrainingHessian:
         self, max_points: int = 4096, seed: int = 0
     ) -> Callable[[torch.Tensor], torch.Tensor]:
         """v -> (G + (lambda + damping) I)^-1 v with G the positive-part Gauss-Newton matrix of the mean
-        training loss, over at most ``max_points`` points (a seeded random subset beyond); float64 Cholesky.
-        Built once per ``max_points``."""
+        training loss, over at most ``max_points`` points (a seeded random subset beyond), its product
+        formed in low precision where that is faster; float64 Cholesky. Built once per ``max_points``."""
         cache = self._preconditioners
         if max_points not in cache:
             n = len(self.data)
@@ -164,7 +168,8 @@ class TrainingHessian:
                 generator = torch.Generator().manual_seed(seed)
                 indices = torch.sort(torch.randperm(n, generator=generator)[:max_points]).values
             used = n if indices is None else max_points
-            matrix = self.gauss_newton(positive_part=True, indices=indices).to(torch.float64) / used
+            matrix = self.gauss_newton(positive_part=True, indices=indices, low_precision=True)
+            matrix = matrix.to(torch.float64) / used
             jitter = 1e-8 * float(torch.diagonal(matrix).mean().clamp_min(1e-12))
             matrix.diagonal().add_(max(self.shift, jitter))
             factor, info = torch.linalg.cholesky_ex(matrix)

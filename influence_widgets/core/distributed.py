@@ -66,10 +66,15 @@ def _hessian_sum(objective: Objective, shard: TrainingData | StreamedData, batch
 
 
 def _gauss_newton_part(
-    objective: Objective, shard: TrainingData | StreamedData, batch: int, columns: Any, positive_part: bool
+    objective: Objective,
+    shard: TrainingData | StreamedData,
+    batch: int,
+    columns: Any,
+    positive_part: bool,
+    low_precision: bool,
 ) -> torch.Tensor:
     chunks, _ = jacobian_chunks(objective, shard, batch)
-    return gauss_newton_sum(objective, chunks, columns, positive_part).cpu()
+    return gauss_newton_sum(objective, chunks, columns, positive_part, low_precision).cpu()
 
 
 # ---------------------------------------------------------------- the client side
@@ -146,12 +151,21 @@ class ShardedTraining:
         ]
         return torch.stack(self.client.gather(parts)).sum(0)
 
-    def gauss_newton_sum(self, columns: torch.Tensor | None, positive_part: bool) -> torch.Tensor:
+    def gauss_newton_sum(
+        self, columns: torch.Tensor | None, positive_part: bool, low_precision: bool = False
+    ) -> torch.Tensor:
         """sum_i J_i^T A_i J_i over the whole training set (see ``gauss_newton.gauss_newton_sum``), on the CPU."""
         columns = None if columns is None else columns.cpu()
         parts = [
             self.client.submit(
-                _gauss_newton_part, self.objective, shard, self.batch_size, columns, positive_part, pure=False
+                _gauss_newton_part,
+                self.objective,
+                shard,
+                self.batch_size,
+                columns,
+                positive_part,
+                low_precision,
+                pure=False,
             )
             for shard in self.shards
         ]
@@ -172,8 +186,12 @@ class DistributedHessian(TrainingHessian):
         return total / self.sharded.n_train + self.shift * vectors
 
     def gauss_newton(
-        self, columns: torch.Tensor | None = None, positive_part: bool = False, indices: torch.Tensor | None = None
+        self,
+        columns: torch.Tensor | None = None,
+        positive_part: bool = False,
+        indices: torch.Tensor | None = None,
+        low_precision: bool = False,
     ) -> torch.Tensor:
         if indices is not None:  # a subsample, for the preconditioner: read here like the minibatches
-            return super().gauss_newton(columns, positive_part, indices)
-        return self.sharded.gauss_newton_sum(columns, positive_part).to(self.device)
+            return super().gauss_newton(columns, positive_part, indices, low_precision)
+        return self.sharded.gauss_newton_sum(columns, positive_part, low_precision).to(self.device)
