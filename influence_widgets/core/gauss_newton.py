@@ -28,6 +28,7 @@ from .objective import Objective
 _JACOBIAN_CHUNK_BYTES = 2**26  # per-example Jacobians held at once: b x C x p values ...
 _MAX_CHUNKS_PER_CALL = 8  # ... and at most this many batch_size chunks of points
 _NULL_CURVATURE = 1e-6  # eigenvalues of A below this fraction of its largest count as zero (preconditioner only)
+_ROUNDING = 1e-12  # negative eigenvalues of A this small (relative) are rounding: A counts as PSD
 _AFFINE_RTOL = 1e-12
 _FAST_GRAM_DTYPE: dict[str, torch.dtype] = {}  # second derivative along a probe, relative to the first: "exactly zero"
 
@@ -120,17 +121,22 @@ def gauss_newton_sum(
         curvature = output_hessians(objective, x, y).to(jacobians.dtype)
         curvature = (curvature + curvature.transpose(1, 2)) / 2
         k = jacobians.shape[2]
+        eigenvalues, eigenvectors = torch.linalg.eigh(curvature)
+        top = eigenvalues[:, -1:].abs().clamp_min(torch.finfo(eigenvalues.dtype).tiny)
         if positive_part:
-            eigenvalues, eigenvectors = torch.linalg.eigh(curvature)
-            positive = eigenvalues > _NULL_CURVATURE * eigenvalues[:, -1:].clamp_min(0)  # e.g. softmax's null direction
-            root = eigenvectors * (eigenvalues * positive).sqrt().unsqueeze(1)  # A+ = root root^T
-            used = positive.any(0)  # output directions with no curvature at any point add nothing
-            rows = torch.einsum("bck,bcp->bkp", root[:, :, used], jacobians).reshape(-1, k)
-            if low_precision:
-                rows = rows.to(fast_gram_dtype(rows.device))
-            part = symmetric_gram(rows).to(jacobians.dtype)
+            kept = eigenvalues > _NULL_CURVATURE * top  # drops e.g. softmax's null direction
+        elif bool((eigenvalues >= -_ROUNDING * top).all()):  # A is PSD (up to rounding): J^T A J is a Gram matrix
+            kept = torch.ones_like(eigenvalues, dtype=torch.bool)
         else:
             part = jacobians.reshape(-1, k).T @ torch.einsum("bcd,bdp->bcp", curvature, jacobians).reshape(-1, k)
+            total = part if total is None else total + part
+            continue
+        root = eigenvectors * (eigenvalues.clamp_min(0) * kept).sqrt().unsqueeze(1)  # root root^T = A (A+)
+        used = kept.any(0)  # output directions with no curvature at any point add nothing
+        rows = torch.einsum("bck,bcp->bkp", root[:, :, used], jacobians).reshape(-1, k)
+        if low_precision and positive_part:
+            rows = rows.to(fast_gram_dtype(rows.device))
+        part = symmetric_gram(rows).to(jacobians.dtype)
         total = part if total is None else total + part
     return (total + total.T) / 2
 
