@@ -6,14 +6,11 @@ import numpy as np
 import pytest
 import torch
 from closed_form import as_numpy
-from torch import nn
+from tanh_network import train_network
 
-from influence_widgets import CGOptions, InfluenceExplainer, InfluenceInputError, SolverDivergedError
+from influence_widgets import CGOptions, InfluenceInputError, SolverDivergedError
 from influence_widgets.core import DenseOperator, make_solver
 from influence_widgets.core.solvers.block_cg import block_conjugate_gradients
-from influence_widgets.data import cross_entropy_per_example, fit_adam, fit_lbfgs, load_digits
-
-WEIGHT_DECAY, DAMPING = 1e-3, 1e-2
 
 
 def spd(seed: int, size: int, condition: float) -> torch.Tensor:
@@ -63,35 +60,14 @@ def test_block_cg_stops_on_negative_curvature_and_names_damping():
 
 @pytest.fixture(scope="module")
 def network():
-    torch.manual_seed(0)
-    split = load_digits(dtype=torch.float64, seed=1)
-    x, y = split.X_train[:300], split.y_train[:300]
-    model = nn.Sequential(nn.Linear(64, 4), nn.Tanh(), nn.Linear(4, 10)).double()
-    fit_adam(model, cross_entropy_per_example, x, y, WEIGHT_DECAY, steps=300, lr=0.02)
-    fit_lbfgs(model, cross_entropy_per_example, x, y, WEIGHT_DECAY, max_iter=300)
-    return model, x, y, split.X_test[:12], split.y_test[:12]
-
-
-def explainer(network, solver, options=None):
-    model, x, y, *_ = network
-    return InfluenceExplainer(
-        model,
-        cross_entropy_per_example,
-        x,
-        y,
-        weight_decay=WEIGHT_DECAY,
-        damping=DAMPING,
-        solver=solver,
-        solver_options=options,
-        progress=False,
-    )
+    return train_network(n_test=12)
 
 
 def test_gauss_newton_preconditioning_cuts_the_products_and_keeps_the_answer(network):
-    *_, x_test, y_test = network
-    exact = explainer(network, "exact").influence(x_test, y_test)
-    plain = explainer(network, "cg", CGOptions(preconditioner="none", rtol=1e-10))
-    preconditioned = explainer(network, "cg", CGOptions(rtol=1e-10))
+    x_test, y_test = network.x_test, network.y_test
+    exact = network.explainer("exact").influence(x_test, y_test)
+    plain = network.explainer("cg", CGOptions(preconditioner="none", rtol=1e-10))
+    preconditioned = network.explainer("cg", CGOptions(rtol=1e-10))
     assert relative(plain.influence(x_test, y_test), exact) < 1e-7
     assert relative(preconditioned.influence(x_test, y_test), exact) < 1e-7
     with_gn, without = preconditioned.diagnostics[-1], plain.diagnostics[-1]
@@ -100,12 +76,12 @@ def test_gauss_newton_preconditioning_cuts_the_products_and_keeps_the_answer(net
 
 
 def test_later_solves_start_from_the_directions_of_earlier_ones(network):
-    *_, x_test, y_test = network
-    exact = explainer(network, "exact").influence(x_test[6:], y_test[6:])
-    reused = explainer(network, "cg", CGOptions(rtol=1e-10))
+    x_test, y_test = network.x_test, network.y_test
+    exact = network.explainer("exact").influence(x_test[6:], y_test[6:])
+    reused = network.explainer("cg", CGOptions(rtol=1e-10))
     reused.influence(x_test[:6], y_test[:6])
     scores = reused.influence(x_test[6:], y_test[6:])
-    fresh = explainer(network, "cg", CGOptions(rtol=1e-10, recycle=False))
+    fresh = network.explainer("cg", CGOptions(rtol=1e-10, recycle=False))
     fresh.influence(x_test[:6], y_test[:6])
     fresh_scores = fresh.influence(x_test[6:], y_test[6:])
     assert relative(scores, exact) < 1e-7 and relative(fresh_scores, exact) < 1e-7

@@ -6,29 +6,18 @@ import numpy as np
 import pytest
 import torch
 from closed_form import as_numpy
-from torch import nn
+from tanh_network import DAMPING, WEIGHT_DECAY, mlp, train_network
+from tanh_network import network_explainer as make
 from torch.func import functional_call
 
 from influence_widgets import CGOptions, InfluenceExplainer, LissaOptions
-from influence_widgets.data import cross_entropy_per_example, fit_adam, fit_lbfgs, load_digits
-
-WEIGHT_DECAY = 0.001
-DAMPING = 0.01
-
-
-def mlp() -> nn.Module:
-    return nn.Sequential(nn.Linear(64, 4), nn.Tanh(), nn.Linear(4, 10)).double()
+from influence_widgets.data import cross_entropy_per_example
 
 
 @pytest.fixture(scope="module")
 def network():
-    torch.manual_seed(0)
-    split = load_digits(dtype=torch.float64, seed=1)
-    x, y = split.X_train[:300], split.y_train[:300]
-    model = mlp()
-    fit_adam(model, cross_entropy_per_example, x, y, WEIGHT_DECAY, steps=300, lr=0.02)
-    fit_lbfgs(model, cross_entropy_per_example, x, y, WEIGHT_DECAY, max_iter=300)
-    return model, x, y, split.X_test[:5], split.y_test[:5]
+    trained = train_network(n_test=5)
+    return trained.model, trained.x, trained.y, trained.x_test, trained.y_test
 
 
 def autograd_influence(model, x, y, x_test, y_test):
@@ -59,20 +48,6 @@ def autograd_influence(model, x, y, x_test, y_test):
         return np.stack(rows)
 
     return -grads(x_test, y_test) @ np.linalg.solve(hessian, grads(x, y).T), hessian
-
-
-def make(model, x, y, solver, options=None):
-    return InfluenceExplainer(
-        model,
-        cross_entropy_per_example,
-        x,
-        y,
-        weight_decay=WEIGHT_DECAY,
-        damping=DAMPING,
-        solver=solver,
-        solver_options=options,
-        progress=False,
-    )
 
 
 def test_network_has_a_few_hundred_parameters(network):
