@@ -670,8 +670,8 @@ def notes(report: dict[str, Any]) -> list[str]:
         "passes (the baseline, taken before the method's package does anything); the bracket is the rise over it.",
         "Every method first runs once untimed on 16 training points and 1 test point, so that one-time costs "
         "(lazy imports, torch.func's first calls) count for none.",
-        "Other processes shared these CPU cores during the run; times carry that noise (the ratios over each "
-        "process's own floor carry less of it).",
+        "Times on a shared machine carry its noise, a few tens of percent between runs here; the ratios over "
+        "each process's own floor carry less of it.",
         "pyDVL's CG with `maxiter=None` allows 10 x (rows of the right-hand side) iterations: 10 for one test point "
         "in block mode, hence the explicit maxiter in the tuned row; in its default (one column at a time) mode it "
         "solves the test points one after another.",
