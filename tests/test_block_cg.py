@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
 from closed_form import as_numpy
-from tanh_network import train_network
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tanh_network import network_explainer, train_network
 
 from influence_widgets import CGOptions, InfluenceInputError, SolverDivergedError
 from influence_widgets.core import DenseOperator, make_solver
+from influence_widgets.core.errors import ConvergenceWarning
 from influence_widgets.core.solvers.block_cg import block_conjugate_gradients
+from influence_widgets.data import load_digits
 
 
 def spd(seed: int, size: int, condition: float) -> torch.Tensor:
@@ -99,3 +105,36 @@ def test_block_cg_options_bad_input():
         make_solver("cg", CGOptions(preconditioner="gauss-newton")).solve(
             DenseOperator(torch.eye(3, dtype=torch.float64)), torch.ones(3, 1, dtype=torch.float64)
         )
+
+
+def test_reused_directions_stay_right_over_many_float32_solves(network):
+    """The explorer's pattern: one more batch of test points after another, in float32, against exact."""
+    model = network.model.float()
+    x, y = network.x.float(), network.y
+    ex = network_explainer(model, x, y, "cg")
+    reference = network_explainer(model.double(), x.double(), y, "exact")
+    split = load_digits(dtype=torch.float32, seed=1)
+    for k in range(12):
+        x_test, y_test = split.X_test[5 * k : 5 * k + 5], split.y_test[5 * k : 5 * k + 5]
+        scores = ex.influence(x_test, y_test)
+        assert ex.diagnostics[-1].converged
+        assert relative(scores, reference.influence(x_test.double(), y_test)) < 1e-3, k
+        assert ex.solver._basis.size <= ex.n_params / 2
+    assert any(d.reused_directions > 0 for d in ex.diagnostics)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000), st.integers(10, 120), st.floats(1.0, 1e3), st.integers(1, 4), st.booleans())
+def test_converged_means_the_true_residual_meets_rtol_in_float32(seed, size, condition, n_rhs, block):
+    matrix = spd(seed, size, condition).float()
+    rhs = torch.as_tensor(np.random.default_rng(seed + 1).normal(size=(size, n_rhs))).float()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # float32 may not reach 1e-5; it must say so
+        x, diagnostics = make_solver("cg", CGOptions(block=block)).solve(DenseOperator(matrix), rhs)
+    b_norm = torch.linalg.vector_norm(rhs.double(), dim=0)
+    true = torch.linalg.vector_norm(matrix.double() @ x.double() - rhs.double(), dim=0) / b_norm
+    # b - Hx evaluated in float32 is itself only known to about eps ||H|| ||x|| / ||b||
+    known_to = 10 * torch.finfo(torch.float32).eps * condition * torch.linalg.vector_norm(x.double(), dim=0) / b_norm
+    if diagnostics.converged:
+        assert bool((true <= 1e-5 + known_to).all()), (true, known_to)
+    assert diagnostics.residuals[-1] == pytest.approx(float(true.max()), rel=0.5, abs=float(known_to.max()))

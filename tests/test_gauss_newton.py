@@ -10,7 +10,7 @@ from torch import nn
 from torch.func import functional_call
 
 from influence_widgets import InfluenceExplainer
-from influence_widgets.core.gauss_newton import affine_parameter_mask, gauss_newton_sum
+from influence_widgets.core.gauss_newton import affine_parameter_mask, gauss_newton_sum, output_hessians
 from influence_widgets.core.objective import Objective
 from influence_widgets.data import LogisticRegression, cross_entropy_per_example, load_digits
 
@@ -115,3 +115,23 @@ def test_auto_takes_exact_beyond_3000_parameters_only_where_the_explicit_hessian
     assert InfluenceExplainer(linear, cross_entropy_per_example, x, y, progress=False).solver_name == "exact"
     network = nn.Sequential(nn.Linear(400, 9), nn.Tanh(), nn.Linear(9, 10)).double()  # 3,709, of which 3,609 curved
     assert InfluenceExplainer(network, cross_entropy_per_example, x, y, progress=False).solver_name == "cg"
+
+
+def test_an_indefinite_loss_curvature_keeps_the_affine_block_exact(digits):
+    """Cauchy loss log(1 + (f - y)^2): its output-space Hessian is negative for large residuals."""
+    x, _ = digits
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(64, 3), nn.Tanh(), nn.Linear(3, 1)).double()
+    targets = 3 * torch.randn(len(x), dtype=torch.float64)
+
+    def cauchy(out, y):
+        return torch.log1p((out.squeeze(-1) - y) ** 2)
+
+    ex = InfluenceExplainer(model, cauchy, x, targets, weight_decay=0.01, damping=0.1, solver="exact", progress=False)
+    objective = ex.objective
+    assert float(output_hessians(objective, x, targets).min()) < 0  # A is indefinite at some points
+    assert int(ex.hessian.affine_mask().sum()) == 3 + 1  # the last layer
+    theta = flat_theta(model)
+    autograd = torch.autograd.functional.hessian(lambda t: cauchy(outputs_at(model, t, x), targets).mean(), theta)
+    autograd += 0.11 * torch.eye(len(theta), dtype=torch.float64)
+    np.testing.assert_allclose(as_numpy(ex.solver.hessian(ex.hessian)), autograd.numpy(), rtol=1e-9, atol=1e-12)

@@ -58,12 +58,12 @@ def test_exact_solves_any_spd_system_to_its_conditioning(params):
 
 
 @settings(max_examples=40, deadline=None)
-@given(systems)
-def test_cg_reaches_its_residual_tolerance_on_badly_conditioned_systems(params):
+@given(systems, st.booleans())
+def test_cg_reaches_its_residual_tolerance_on_badly_conditioned_systems(params, block):
     seed, size, condition, n_rhs = params
     matrix, _, rhs, truth = system(seed, size, condition, n_rhs)
     rtol = max(1e-10, 1e-14 * condition)  # the attainable accuracy is about eps * condition
-    x, diagnostics = run("cg", CGOptions(rtol=rtol, max_iter=20 * size), matrix, rhs)
+    x, diagnostics = run("cg", CGOptions(rtol=rtol, max_iter=20 * size, block=block), matrix, rhs)
     assert diagnostics.converged
     residual = np.linalg.norm(matrix @ x - rhs, axis=0) / np.linalg.norm(rhs, axis=0)
     assert residual.max() <= rtol * 1.001
@@ -81,11 +81,14 @@ def test_lissa_converges_given_a_lower_bound_on_the_spectrum(seed, size, conditi
     assert diagnostics.scale >= np.linalg.eigvalsh(matrix)[-1]
 
 
-def test_cg_warns_with_the_residual_when_it_stops_early():
+@pytest.mark.parametrize("block", [True, False])
+def test_cg_warns_with_the_true_residual_when_it_stops_early(block):
     matrix, _, rhs, _ = system(0, 30, 1e6, 2)
     with pytest.warns(ConvergenceWarning, match=r"relative residual .* > rtol"):
-        _, diagnostics = run("cg", CGOptions(rtol=1e-12, max_iter=3), matrix, rhs)
-    assert not diagnostics.converged and diagnostics.iterations == 3 and len(diagnostics.residuals) == 3
+        x, diagnostics = run("cg", CGOptions(rtol=1e-12, max_iter=3, block=block), matrix, rhs)
+    assert not diagnostics.converged and diagnostics.iterations == 3 and len(diagnostics.residuals) == 4
+    true = np.linalg.norm(matrix @ x - rhs, axis=0) / np.linalg.norm(rhs, axis=0)
+    assert diagnostics.residuals[-1] == pytest.approx(true.max(), rel=1e-9)  # the last entry is b - Hx itself
 
 
 def test_cg_refuses_an_indefinite_matrix_and_names_damping():

@@ -133,3 +133,24 @@ def test_streaming_bad_input_is_refused(binary_logreg):
             ex.approximate_influence(binary_logreg.X_test, binary_logreg.y_test, dim)
     with pytest.raises(InfluenceInputError, match="cache_gradients must be True, False or 'auto'"):
         InfluenceExplainer(model, loss, data, None, cache_gradients="yes", **kwargs)
+
+
+@pytest.mark.parametrize("solver", ["exact", "cg"])
+def test_a_dataset_is_read_at_most_batch_size_items_at_a_time(binary_logreg, solver):
+    sizes = []
+
+    def recording_collate(items):
+        sizes.append(len(items))
+        return torch.utils.data.default_collate(items)
+
+    t = binary_logreg
+    loader = DataLoader(TensorDataset(t.X_train, t.y_train), batch_size=64, collate_fn=recording_collate)
+    ex = InfluenceExplainer(
+        t.model, t.loss_fn, loader, None, weight_decay=t.weight_decay, solver=solver, batch_size=16, progress=False
+    )
+    reference = InfluenceExplainer(
+        t.model, t.loss_fn, t.X_train, t.y_train, weight_decay=t.weight_decay, progress=False
+    )
+    scores = ex.influence(t.X_test, t.y_test)
+    torch.testing.assert_close(scores, reference.influence(t.X_test, t.y_test), rtol=1e-5, atol=1e-8)
+    assert sizes and max(sizes) <= 16

@@ -15,6 +15,7 @@ import torch
 
 from .gauss_newton import gauss_newton_sum
 from .solvers import CGSolver, ExactSolver, LissaSolver
+from .solvers.block_cg import BASIS_BYTES
 
 _LANCZOS_STEPS = 30  # what LiSSA spends on its scale and depth when they are not given
 
@@ -27,7 +28,8 @@ class CostEstimate:
     ``hvp_points``: point-vector Hessian products (an upper bound for CG, which may stop early).
     ``gauss_newton_points``: training points whose output Jacobians enter a Gauss-Newton matrix (the
     explicit Hessian's affine block, or CG's preconditioner), if one is still to be built.
-    ``memory_bytes``: what the result needs beyond the model: gradient cache, explicit Hessian, working chunk.
+    ``memory_bytes``: what the result needs beyond the model: gradient cache, explicit Hessian (or CG's
+    preconditioner), working chunk, and the Krylov directions block CG keeps for reuse (at most).
     ``seconds``: the two counts times their measured unit costs, plus a factorisation for ``exact``.
     """
 
@@ -91,10 +93,11 @@ def estimate_cost(explainer, n_test: int = 1, sample_size: int = 64) -> CostEsti
     gradient_points = n_test + (0 if explainer._train_grads is not None else n)  # streaming: G again per query
     solver, hessian = explainer.solver, explainer.hessian
     extra_seconds, upper_bound = 0.0, False
-    hessian_bytes = gauss_newton_points = 0
+    hessian_bytes = gauss_newton_points = basis_bytes = 0
     if isinstance(solver, ExactSolver):
         built = solver.has_hessian(hessian)
-        curved = hessian.curved_count()
+        checked = hessian._affine_mask  # the group checked on every point, once dense() has run
+        curved = hessian.curved_count() if checked is None else int((~checked).sum())
         hvp_points = 0 if built else n * curved
         gauss_newton_points = 0 if built or curved == p else n
         hessian_bytes = 2 * p * p * 8  # the float64 Hessian and its factor
@@ -105,6 +108,8 @@ def estimate_cost(explainer, n_test: int = 1, sample_size: int = 64) -> CostEsti
     elif isinstance(solver, CGSolver):
         hvp_points = solver.options.max_iter * n_test * n
         upper_bound = True
+        if solver.options.block:
+            basis_bytes = min(BASIS_BYTES, 2 * (p // 2) * p * itemsize)  # directions kept for reuse, at most
         if (
             solver.options.block
             and solver.uses_preconditioner(hessian)
@@ -127,6 +132,7 @@ def estimate_cost(explainer, n_test: int = 1, sample_size: int = 64) -> CostEsti
         "gradient cache": n * p * itemsize if explainer.cache_gradients else 0,
         "explicit Hessian" if isinstance(solver, ExactSolver) else "preconditioner": hessian_bytes,
         "working chunk": min(explainer.batch_size, n) * p * itemsize * 2,
+        "Krylov directions": basis_bytes,
     }
     seconds = gradient_points * per_gradient + hvp_points * per_hvp + gauss_newton_points * per_gauss_newton
     seconds += extra_seconds

@@ -80,11 +80,16 @@ class TrainingHessian:
         """lambda + damping, the multiple of the identity added to the data Hessian."""
         return self.weight_decay + self.damping
 
+    @property
+    def _read_size(self) -> int:
+        """Points read at a time: ``chunk_size`` from a Dataset (its documented promise), up to 8x from tensors."""
+        return self.chunk_size if self.data.streamed else _MAX_CHUNKS_PER_CALL * self.chunk_size
+
     def _chunk_for(self, n_vectors: int) -> int:
         """Training points per vmapped product (see ``_POINTS_TIMES_VECTORS``)."""
         n_vectors = max(1, n_vectors)
         scale = min(_MAX_SCALE, max(1.0, _REFERENCE_PARAMS / self.size)) * (4 if n_vectors < _FEW_VECTORS else 1)
-        return max(1, min(_MAX_CHUNKS_PER_CALL * self.chunk_size, int(_POINTS_TIMES_VECTORS * scale) // n_vectors))
+        return max(1, min(self._read_size, int(_POINTS_TIMES_VECTORS * scale) // n_vectors))
 
     def _sum_matvec(self, x: torch.Tensor, y: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
         chunk = self._chunk_for(vectors.shape[1])
@@ -141,7 +146,7 @@ class TrainingHessian:
         if self._affine_mask is None:
 
             def batches():
-                return (x for _, x, _ in self.data.chunks(_MAX_CHUNKS_PER_CALL * self.chunk_size))
+                return (x for _, x, _ in self.data.chunks(self._read_size))
 
             mask = torch.ones(self.size, dtype=torch.bool, device=self.device)
             if not affine_on(self.objective, mask, batches()):  # not a linear model (one probe on all points)
@@ -151,7 +156,7 @@ class TrainingHessian:
             self._affine_mask = mask
         return self._affine_mask
 
-    def has_preconditioner(self, max_points: int = 4096) -> bool:
+    def has_preconditioner(self, max_points: int) -> bool:
         return max_points in self._preconditioners
 
     def gauss_newton_preconditioner(
@@ -173,7 +178,7 @@ class TrainingHessian:
             jitter = 1e-8 * float(torch.diagonal(matrix).mean().clamp_min(1e-12))
             matrix.diagonal().add_(max(self.shift, jitter))
             factor, info = torch.linalg.cholesky_ex(matrix)
-            while int(info) != 0:  # only without weight decay and damping: G alone may be singular
+            while int(info) != 0:  # G may be singular without weight decay and damping, or made so by bfloat16
                 jitter *= 100
                 matrix.diagonal().add_(jitter)
                 factor, info = torch.linalg.cholesky_ex(matrix)

@@ -84,7 +84,9 @@ class InfluenceExplainer:
         params: parameter names or module prefixes that count (default: all with requires_grad).
         solver_options: ``ExactOptions``/``CGOptions``/``LissaOptions`` or a dict of their fields.
         batch_size: training points per chunk of per-example gradients and Hessian-vector products;
-            bounds the working memory to about batch_size x p values.
+            bounds the working memory to about batch_size x p values. A Dataset is read batch_size items
+            at a time; from tensors, products with few vectors and output Jacobians take up to 8 x
+            batch_size points per call (their memory per point is far below p).
         cache_gradients: keep G = [nabla L(z_i)] [n, p] in memory after the first pass (True), stream it
             again for every query (False), or ``"auto"``: cache when G takes at most 1 GiB.
         progress: show ``tqdm`` bars for work longer than a second.

@@ -20,7 +20,9 @@ import torch
 from ..errors import SolverDivergedError
 
 Matvec = Callable[[torch.Tensor], torch.Tensor]
-_BASIS_BYTES = 2**28  # directions and their products kept for reuse, at most
+BASIS_BYTES = 2**28  # directions and their products kept for reuse, at most ...
+_BASIS_FRACTION = 0.5  # ... and at most p / 2 of them: a fuller space is mostly rounding, and exact is cheaper
+_FRESH = 30.0  # a direction is new if more than 30 sqrt(eps) of it survives projection onto the stored space
 
 
 @dataclass
@@ -33,6 +35,9 @@ class KrylovBasis:
     @property
     def size(self) -> int:
         return sum(s.shape[1] for s in self.directions)
+
+    def copy(self) -> KrylovBasis:
+        return KrylovBasis(list(self.directions), list(self.products))
 
     def step(self, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The Galerkin step onto the stored space and its product: (sum S_i S_i^T r, sum Q_i S_i^T r)."""
@@ -52,22 +57,36 @@ class KrylovBasis:
         return vectors
 
     def add(self, directions: torch.Tensor, products: torch.Tensor) -> None:
-        """Keep a new block; drop the oldest ones beyond the memory budget (the newest always stays)."""
         self.directions.append(directions)
         self.products.append(products)
-        per_vector = 2 * directions.shape[0] * directions.element_size()
-        while len(self.directions) > 1 and self.size * per_vector > _BASIS_BYTES:
+
+    def trim(self, for_reuse: bool = False) -> None:
+        """Drop the oldest blocks beyond 256 MiB (and, ``for_reuse``, beyond p / 2 directions); the newest stays."""
+        if not self.directions:
+            return
+        p, itemsize = self.directions[0].shape[0], self.directions[0].element_size()
+        limit = BASIS_BYTES // (2 * p * itemsize)
+        if for_reuse:
+            limit = min(limit, int(_BASIS_FRACTION * p))
+        while len(self.directions) > 1 and self.size > limit:
             self.directions.pop(0)
             self.products.pop(0)
 
 
-def _orthonormal_columns(vectors: torch.Tensor, drop: float) -> torch.Tensor:
-    """An orthonormal basis of span(vectors), without the directions below ``drop`` of the largest."""
+def _new_directions(basis: KrylovBasis, vectors: torch.Tensor, eps: float) -> torch.Tensor:
+    """An orthonormal basis of what ``vectors`` add to the stored space (H-orthogonal to it): columns that
+    projection leaves with less than 30 sqrt(eps) of their norm, and dependent combinations, are rounding."""
+    before = torch.linalg.vector_norm(vectors, dim=0)
+    vectors = basis.orthogonalise(vectors)
+    fresh = torch.linalg.vector_norm(vectors, dim=0) > _FRESH * eps**0.5 * before
+    vectors = vectors[:, fresh]
+    if vectors.shape[1] == 0:
+        return vectors
     gram = (vectors.T @ vectors).double()
     eigenvalues, eigenvectors = torch.linalg.eigh((gram + gram.T) / 2)
-    keep = eigenvalues > drop * float(eigenvalues[-1].clamp_min(0))
-    if not bool(keep.any()) or float(eigenvalues[-1]) <= 0:
+    if float(eigenvalues[-1]) <= 0:
         return vectors[:, :0]
+    keep = eigenvalues > 100 * eps * float(eigenvalues[-1])
     transform = eigenvectors[:, keep] / eigenvalues[keep].sqrt()
     return vectors @ transform.to(vectors.dtype)
 
@@ -79,6 +98,7 @@ class BlockResult:
     iterations: int
     products: int
     converged: bool
+    basis: KrylovBasis
 
 
 def block_conjugate_gradients(
@@ -94,29 +114,31 @@ def block_conjugate_gradients(
 ) -> BlockResult:
     """Solve H X = rhs [p, m] to ||H x_j - b_j|| <= rtol ||b_j|| for every column.
 
-    ``history``: the worst column's relative residual after each iteration, and after each check of
-    the true residual b - H x (one more product per column), which follows convergence unless
-    ``max_iter`` ran out first. Every column takes every step, so a converged column keeps improving.
-    Raises ``SolverDivergedError`` when H shows a direction of negative curvature.
+    ``basis``: H-orthonormal directions of earlier solves with the same H to start from (not modified);
+    the result's ``basis`` holds them and this solve's. Each run of iterations ends with the true
+    residual b - H x (one more product per column); ``converged`` and the last entry of ``history``
+    (the worst column's relative residual after each iteration and each check) are that true residual,
+    and a run that stops short restarts from it, at most ``max_restarts`` times. Every column takes
+    every step, so a converged column keeps improving. Raises ``SolverDivergedError`` when H shows a
+    direction of negative curvature.
     """
-    basis = KrylovBasis() if basis is None else basis
+    basis = KrylovBasis() if basis is None else basis.copy()
     eps = torch.finfo(rhs.dtype).eps
     norms = torch.linalg.vector_norm(rhs, dim=0).clamp_min(torch.finfo(rhs.dtype).tiny)
     solution, products = basis.step(rhs)  # the projection onto earlier solves' space costs no product
     residual = rhs - products
     history: list[float] = []
     iterations = n_products = 0
-    for restart in range(max_restarts + 1):
+    for _ in range(max_restarts + 1):
         relative = torch.linalg.vector_norm(residual, dim=0) / norms
         active = relative > rtol
-        start_iterations, stalled = iterations, False
+        start_iterations = iterations
         while bool(active.any()) and iterations < max_iter:
             block = residual[:, active]
             block = precondition(block) if precondition is not None else block
-            block = _orthonormal_columns(basis.orthogonalise(block), drop=100 * eps)
+            block = _new_directions(basis, block, eps)
             if block.shape[1] == 0:
-                stalled = True  # nothing new to add: every remaining direction is already in the space
-                break
+                break  # nothing new to add: every remaining direction is already in the space
             image = matvec(block)
             n_products += block.shape[1]
             rayleigh = (block.T @ image).double()
@@ -130,7 +152,6 @@ def block_conjugate_gradients(
                 )
             keep = curvature > 10 * eps * top
             if not bool(keep.any()):
-                stalled = True
                 break
             scale = (rotation[:, keep] / curvature[keep].sqrt()).to(rhs.dtype)
             directions, images = block @ scale, image @ scale  # directions^T H directions = I
@@ -138,19 +159,20 @@ def block_conjugate_gradients(
             solution += directions @ alpha
             residual -= images @ alpha
             basis.add(directions, images)
+            basis.trim()
             iterations += 1
             relative = torch.linalg.vector_norm(residual, dim=0) / norms
             history.append(float(relative.max()))
             active = relative > rtol
             if on_iteration is not None:
                 on_iteration()
-        if iterations >= max_iter or restart == max_restarts or (stalled and iterations == start_iterations):
-            break  # out of iterations, of restarts, or stalled right after a restart: nothing more to gain
         # The recursive residual drifts from b - Hx in finite precision: check the true one.
         residual = rhs - matvec(solution)
         n_products += rhs.shape[1]
         relative = torch.linalg.vector_norm(residual, dim=0) / norms
         history.append(float(relative.max()))
-        if not bool((relative > rtol).any()):
-            return BlockResult(solution, history, iterations, n_products, True)
-    return BlockResult(solution, history, iterations, n_products, not bool((relative > rtol).any()))
+        converged = not bool((relative > rtol).any())
+        if converged or iterations >= max_iter or iterations == start_iterations:
+            break  # done, out of iterations, or no progress since the last restart
+    basis.trim(for_reuse=True)
+    return BlockResult(solution, history, iterations, n_products, converged, basis)

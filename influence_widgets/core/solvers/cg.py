@@ -67,45 +67,54 @@ class CGSolver:
         rtol = self.options.rtol if self.options.rtol is not None else default_rtol(rhs.dtype)
         precondition = self._preconditioner(operator)
         basis = self._basis_for(operator)
-        reused = basis.size
         bar = progress_counter(enabled=self.progress, desc="block conjugate gradients", total=self.options.max_iter)
-        try:
-            result = block_conjugate_gradients(
+
+        def run(start_from: KrylovBasis | None):
+            return block_conjugate_gradients(
                 operator.matvec,
                 rhs,
                 rtol=rtol,
                 max_iter=self.options.max_iter,
                 precondition=precondition,
-                basis=basis,
+                basis=start_from,
                 max_restarts=_MAX_RESTARTS,
                 on_iteration=lambda: bar.update(1),
             )
+
+        reused, products = basis.size, 0
+        try:
+            result = run(basis)
+            if not result.converged and reused:  # the stored directions did not help: solve afresh
+                products, reused = result.products, 0
+                result = run(None)
         finally:
             bar.close()
+        if self.options.recycle:  # keep only directions that led to a converged solve
+            self._basis = result.basis if result.converged else KrylovBasis()
         diagnostics = SolveDiagnostics(
             solver=self.name,
             n_rhs=rhs.shape[1],
             converged=result.converged,
             iterations=result.iterations,
             seconds=time.perf_counter() - start,
-            hessian_vector_products=result.products,
+            hessian_vector_products=products + result.products,
             residuals=np.asarray(result.history),
             preconditioner="gauss-newton" if precondition is not None else None,
             reused_directions=reused,
         )
-        self._warn_unless_converged(diagnostics, rtol)
+        self._warn_unless_converged(diagnostics, rtol, stacklevel=5)
         return result.solution, diagnostics
 
-    def _warn_unless_converged(self, diagnostics: SolveDiagnostics, rtol: float) -> None:
+    def _warn_unless_converged(self, diagnostics: SolveDiagnostics, rtol: float, stacklevel: int) -> None:
         if diagnostics.converged:
             return
-        worst = float(diagnostics.residuals[-1]) if diagnostics.residuals.size else float("nan")
+        worst = float(diagnostics.residuals[-1])
         message = (
             f"CG stopped after {diagnostics.iterations} iterations at relative residual {worst:.2e} > rtol {rtol:.1e}; "
             "raise CGOptions(max_iter=...), add damping to improve the conditioning, or use solver='exact'"
         )
         diagnostics.warnings.append(message)
-        warnings.warn(message, ConvergenceWarning, stacklevel=5)
+        warnings.warn(message, ConvergenceWarning, stacklevel=stacklevel)
 
     def _solve_columns(self, operator: HessianOperator, rhs: torch.Tensor) -> tuple[torch.Tensor, SolveDiagnostics]:
         """One CG recursion per column; the products of the unconverged columns are batched."""
@@ -120,19 +129,18 @@ class CGSolver:
         iterations = products = 0
         bar = progress_counter(enabled=self.progress, desc="conjugate gradients", total=self.options.max_iter)
         try:
-            for restart in range(_MAX_RESTARTS + 1):
+            for _ in range(_MAX_RESTARTS + 1):
+                start_iterations = iterations
                 iterations, products = self._iterate(
                     operator, x, residual, active, safe_norm, rtol, history, iterations, products, bar
                 )
                 # The recursive residual drifts from b - Hx in finite precision: check the true one.
-                if restart == _MAX_RESTARTS or iterations >= self.options.max_iter:
-                    break
                 residual = rhs - operator.matvec(x)  # every column, in order
                 products += rhs.shape[1]
                 relative = torch.linalg.vector_norm(residual, dim=0) / safe_norm
                 history.append(relative.max())
                 active = relative > rtol
-                if not bool(active.any()):
+                if not bool(active.any()) or iterations >= self.options.max_iter or iterations == start_iterations:
                     break
         finally:
             bar.close()
@@ -147,7 +155,7 @@ class CGSolver:
             hessian_vector_products=products,
             residuals=residuals,
         )
-        self._warn_unless_converged(diagnostics, rtol)
+        self._warn_unless_converged(diagnostics, rtol, stacklevel=6)
         return x, diagnostics
 
     def _iterate(self, operator, x, residual, active, safe_norm, rtol, history, iterations, products, bar):
