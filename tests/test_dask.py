@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 from torch.utils.data import ConcatDataset, TensorDataset
@@ -49,6 +51,25 @@ def test_sharded_scores_equal_single_process_scores(binary_logreg, client, solve
     assert relative(sharded.self_influence(client=client), local.self_influence()) < 1e-6
     change = sharded.predicted_loss_change(x_test, y_test, client=client)
     assert relative(change, -reference / local.n_train) < 1e-6
+
+
+def test_the_same_vectors_sent_again_and_again_give_the_same_products(binary_logreg, client):
+    """Restarted solves and repeated queries send identical vectors; Dask's hashed scatter keys made the
+    second send race with the release of the first (lost dependencies, or a gather that never returned)."""
+    sharded = make(binary_logreg).distribute(client)
+    vectors = torch.randn(sharded.hessian.size, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    reference = sharded.hessian_sum(vectors)
+    products: list[torch.Tensor] = []
+
+    def repeat() -> None:
+        for _ in range(40):
+            products.append(sharded.hessian_sum(vectors))
+
+    worker = threading.Thread(target=repeat, daemon=True)  # a hang fails this test instead of stalling the run
+    worker.start()
+    worker.join(timeout=120)
+    assert not worker.is_alive(), f"hessian_sum hung after {len(products)} repeated calls"
+    assert len(products) == 40 and all(torch.allclose(p, reference, rtol=1e-12, atol=0) for p in products)
 
 
 def test_a_concat_datasets_parts_are_the_shards(binary_logreg, client):

@@ -131,9 +131,16 @@ class ShardedTraining:
             ]
         return self._gradients
 
+    def _scatter(self, vectors: torch.Tensor) -> Any:
+        """``vectors`` on every worker under a fresh key. Hashed keys (Dask's default) repeat when the same
+        vectors are sent again (a restarted solve, a repeated query) and race with the release of the
+        previous future of that key: its tasks then fail with "lost dependencies" or wait forever
+        (dask/distributed#8576)."""
+        return self.client.scatter(vectors.detach().cpu(), broadcast=True, hash=False)
+
     def scores(self, vectors: torch.Tensor) -> torch.Tensor:
         """vectors [m, p] @ G^T -> [m, n_train] on the CPU, each shard's columns computed on its worker."""
-        vectors_future = self.client.scatter(vectors.detach().cpu(), broadcast=True)
+        vectors_future = self._scatter(vectors)
         parts = [self.client.submit(_scores, g, vectors_future, pure=False) for g in self.gradients()]
         return torch.cat(self.client.gather(parts), dim=1)
 
@@ -144,7 +151,7 @@ class ShardedTraining:
 
     def hessian_sum(self, vectors: torch.Tensor) -> torch.Tensor:
         """sum_i nabla^2 L(z_i) @ vectors over the whole training set, [p, m] on the CPU."""
-        vectors_future = self.client.scatter(vectors.detach().cpu(), broadcast=True)
+        vectors_future = self._scatter(vectors)
         parts = [
             self.client.submit(_hessian_sum, self.objective, shard, self.batch_size, vectors_future, pure=False)
             for shard in self.shards
