@@ -96,8 +96,7 @@ def estimate_cost(explainer, n_test: int = 1, sample_size: int = 64) -> CostEsti
     hessian_bytes = gauss_newton_points = basis_bytes = 0
     if isinstance(solver, ExactSolver):
         built = solver.has_hessian(hessian)
-        checked = hessian._affine_mask  # the group checked on every point, once dense() has run
-        curved = hessian.curved_count() if checked is None else int((~checked).sum())
+        curved = hessian.curved_count()
         hvp_points = 0 if built else n * curved
         gauss_newton_points = 0 if built or curved == p else n
         hessian_bytes = 2 * p * p * 8  # the float64 Hessian and its factor

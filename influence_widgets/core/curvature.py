@@ -136,9 +136,10 @@ class TrainingHessian:
         return self._sample_mask
 
     def curved_count(self) -> int:
-        """Parameters outside the affine group, judged on a few training points (no full pass): the
-        Hessian-vector products an explicit Hessian will cost."""
-        return int((~self._sample_affine_mask()).sum())
+        """Parameters outside the affine group: the Hessian-vector products an explicit Hessian costs.
+        Judged on a few training points (no full pass) until ``affine_mask`` has checked every point."""
+        mask = self._sample_affine_mask() if self._affine_mask is None else self._affine_mask
+        return int((~mask).sum())
 
     def affine_mask(self) -> torch.Tensor:
         """The parameters in which the model's outputs are jointly affine (bool [p]), checked on every
