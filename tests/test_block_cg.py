@@ -96,6 +96,25 @@ def test_later_solves_start_from_the_directions_of_earlier_ones(network):
     assert second.hessian_vector_products < fresh_second.hessian_vector_products
 
 
+def test_the_preconditioner_is_sized_to_the_solve_and_a_larger_one_serves_smaller_ones(network):
+    ex = network.explainer("cg", CGOptions(rtol=1e-10))
+    hessian, p, n = ex.hessian, ex.n_params, ex.n_train  # p = 310 parameters, C = 10 outputs, n = 300
+    assert [hessian.preconditioner_points(m) for m in (1, 7, 12)] == [256, -(-9 * p // 10), n]
+    built = []
+    build = hessian.gauss_newton
+    hessian.gauss_newton = lambda *args, **kwargs: built.append(kwargs["indices"]) or build(*args, **kwargs)
+    x_test, y_test = network.x_test, network.y_test
+    exact = network.explainer("exact")
+    assert relative(ex.influence(x_test[:1], y_test[:1]), exact.influence(x_test[:1], y_test[:1])) < 1e-7
+    assert len(built) == 1 and len(built[0]) == 256  # a seeded random subset of the 300 points
+    assert relative(ex.influence(x_test, y_test), exact.influence(x_test, y_test)) < 1e-7
+    assert len(built) == 2 and built[1] is None  # all of them, for 12 right-hand sides
+    solves = len(ex.diagnostics)
+    ex.influence(network.x[:1], network.y[:1])  # a point not asked about before: a new solve
+    assert len(ex.diagnostics) == solves + 1 and ex.diagnostics[-1].preconditioner == "gauss-newton"
+    assert len(built) == 2
+
+
 def test_block_cg_options_bad_input():
     with pytest.raises(InfluenceInputError, match="preconditioner must be one of"):
         CGOptions(preconditioner="diagonal")

@@ -112,9 +112,9 @@ def estimate_cost(explainer, n_test: int = 1, sample_size: int = 64) -> CostEsti
         if (
             solver.options.block
             and solver.uses_preconditioner(hessian)
-            and not hessian.has_preconditioner(solver.options.preconditioner_points)
+            and not hessian.has_preconditioner(solver.preconditioner_points(hessian, n_test))
         ):
-            gauss_newton_points = min(n, solver.options.preconditioner_points)
+            gauss_newton_points = min(n, solver.preconditioner_points(hessian, n_test))
             hessian_bytes = 2 * p * p * 8  # the float64 Gauss-Newton matrix and its factor
     elif isinstance(solver, LissaSolver):
         opts = solver.options

@@ -27,6 +27,8 @@ _REFERENCE_PARAMS = 1626
 _MAX_SCALE = 16
 _FEW_VECTORS = 16
 _MAX_CHUNKS_PER_CALL = 8
+_PRECONDITIONER_MIN_POINTS = 256
+_PRECONDITIONER_MAX_POINTS = 4096
 
 
 class HessianOperator(Protocol):
@@ -73,7 +75,8 @@ class TrainingHessian:
         self.device = objective.device
         self._sample_mask: torch.Tensor | None = None
         self._affine_mask: torch.Tensor | None = None
-        self._preconditioners: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {}
+        self._preconditioners: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {}  # by points used
+        self._output_size: int | None = None
 
     @property
     def shift(self) -> float:
@@ -157,34 +160,63 @@ class TrainingHessian:
             self._affine_mask = mask
         return self._affine_mask
 
+    @property
+    def output_size(self) -> int:
+        """Model outputs per training point (flattened): the rows one point adds to a Gauss-Newton product."""
+        if self._output_size is None:
+            with torch.no_grad():
+                self._output_size = self.objective.outputs(self.data.take(torch.arange(1))[0]).numel()
+        return self._output_size
+
+    def preconditioner_points(self, n_rhs: int) -> int:
+        """Training points for the Gauss-Newton preconditioner of a solve with ``n_rhs`` right-hand sides:
+        about (2 + n_rhs) p / C (C outputs per point, so (2 + n_rhs) p rows), between 256 and 4096, at most n.
+
+        Its cost grows with the points and its benefit with the right-hand sides that share it: for one
+        test point on the digits CNN (p = 1,626), 488 points make the solve about 25 % faster than all
+        1,347 at the same number of iterations; for 50, all 1,347 save an iteration."""
+        wanted = -(-(2 + max(1, n_rhs)) * self.size // max(1, self.output_size))
+        return min(len(self.data), _PRECONDITIONER_MAX_POINTS, max(_PRECONDITIONER_MIN_POINTS, wanted))
+
+    def _cached_preconditioner(self, points: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """A preconditioner already built from at least ``points`` points (the largest), if any."""
+        enough = [size for size in self._preconditioners if size >= min(points, len(self.data))]
+        return self._preconditioners[max(enough)] if enough else None
+
     def has_preconditioner(self, max_points: int) -> bool:
-        return max_points in self._preconditioners
+        return self._cached_preconditioner(max_points) is not None
 
     def gauss_newton_preconditioner(
         self, max_points: int = 4096, seed: int = 0
     ) -> Callable[[torch.Tensor], torch.Tensor]:
         """v -> (G + (lambda + damping) I)^-1 v with G the positive-part Gauss-Newton matrix of the mean
         training loss, over at most ``max_points`` points (a seeded random subset beyond), its product
-        formed in low precision where that is faster; float64 Cholesky. Built once per ``max_points``."""
-        cache = self._preconditioners
-        if max_points not in cache:
-            n = len(self.data)
-            indices = None
-            if n > max_points:
-                generator = torch.Generator().manual_seed(seed)
-                indices = torch.sort(torch.randperm(n, generator=generator)[:max_points]).values
-            used = n if indices is None else max_points
-            matrix = self.gauss_newton(positive_part=True, indices=indices, low_precision=True)
-            matrix = matrix.to(torch.float64) / used
-            jitter = 1e-8 * float(torch.diagonal(matrix).mean().clamp_min(1e-12))
-            matrix.diagonal().add_(max(self.shift, jitter))
+        formed in low precision where that is faster; float64 Cholesky. Built once; a preconditioner
+        already built from more points serves a request for fewer."""
+        cached = self._cached_preconditioner(max_points)
+        if cached is not None:
+            return cached
+        n = len(self.data)
+        used = min(n, max_points)
+        indices = None
+        if n > max_points:
+            generator = torch.Generator().manual_seed(seed)
+            indices = torch.sort(torch.randperm(n, generator=generator)[:max_points]).values
+        matrix = self.gauss_newton(positive_part=True, indices=indices, low_precision=True)
+        matrix = matrix.to(torch.float64) / used
+        jitter = 1e-8 * float(torch.diagonal(matrix).mean().clamp_min(1e-12))
+        matrix.diagonal().add_(max(self.shift, jitter))
+        factor, info = torch.linalg.cholesky_ex(matrix)
+        while int(info) != 0:  # G may be singular without weight decay and damping, or made so by bfloat16
+            jitter *= 100
+            matrix.diagonal().add_(jitter)
             factor, info = torch.linalg.cholesky_ex(matrix)
-            while int(info) != 0:  # G may be singular without weight decay and damping, or made so by bfloat16
-                jitter *= 100
-                matrix.diagonal().add_(jitter)
-                factor, info = torch.linalg.cholesky_ex(matrix)
-            cache[max_points] = lambda v: torch.cholesky_solve(v.to(torch.float64), factor).to(v.dtype)
-        return cache[max_points]
+
+        def precondition(v: torch.Tensor) -> torch.Tensor:
+            return torch.cholesky_solve(v.to(torch.float64), factor).to(v.dtype)
+
+        self._preconditioners[used] = precondition
+        return precondition
 
     def dense(self, block: int = 128) -> torch.Tensor:
         """The explicit Hessian.

@@ -50,10 +50,16 @@ class CGSolver:
             return available and operator.size <= self.options.preconditioner_max_params
         return choice == "gauss-newton"
 
-    def _preconditioner(self, operator: HessianOperator):
+    def preconditioner_points(self, operator: HessianOperator, n_rhs: int) -> int:
+        """Training points of the Gauss-Newton preconditioner for a solve with ``n_rhs`` right-hand sides."""
+        if self.options.preconditioner_points is not None:
+            return self.options.preconditioner_points
+        return operator.preconditioner_points(n_rhs)
+
+    def _preconditioner(self, operator: HessianOperator, n_rhs: int):
         if not self.uses_preconditioner(operator):
             return None
-        return operator.gauss_newton_preconditioner(self.options.preconditioner_points)
+        return operator.gauss_newton_preconditioner(self.preconditioner_points(operator, n_rhs))
 
     def _basis_for(self, operator: HessianOperator) -> KrylovBasis:
         if not self.options.recycle or self._basis_operator is not operator or self._basis is None:
@@ -65,7 +71,7 @@ class CGSolver:
             return self._solve_columns(operator, rhs)
         start = time.perf_counter()
         rtol = self.options.rtol if self.options.rtol is not None else default_rtol(rhs.dtype)
-        precondition = self._preconditioner(operator)
+        precondition = self._preconditioner(operator, rhs.shape[1])
         basis = self._basis_for(operator)
         bar = progress_counter(enabled=self.progress, desc="block conjugate gradients", total=self.options.max_iter)
 

@@ -45,6 +45,8 @@ class CGOptions:
         factor is cheap.
     preconditioner_points: training points (a seeded random subset when there are more) that the
         Gauss-Newton preconditioner is built from; it changes the speed of convergence, not the answer.
+        None: sized to the solve, about (2 + m) p / C points for m right-hand sides and C outputs per
+        point, between 256 and 4096 (``TrainingHessian.preconditioner_points``).
     preconditioner_max_params: the ``"auto"`` limit above.
     recycle: start each solve from the directions of earlier solves with the same Hessian (block CG),
         so that asking about one more test point gets cheaper as the session goes on.
@@ -54,7 +56,7 @@ class CGOptions:
     max_iter: int = 1000
     block: bool = True
     preconditioner: str = "auto"
-    preconditioner_points: int = 4096
+    preconditioner_points: int | None = None
     preconditioner_max_params: int = 5000
     recycle: bool = True
 
@@ -66,8 +68,8 @@ class CGOptions:
             f"CGOptions.preconditioner must be one of {PRECONDITIONERS}, got {self.preconditioner!r}",
         )
         _require(
-            self.preconditioner_points >= 1,
-            f"CGOptions.preconditioner_points must be >= 1, got {self.preconditioner_points}",
+            self.preconditioner_points is None or self.preconditioner_points >= 1,
+            f"CGOptions.preconditioner_points must be >= 1 (or None: sized to the solve), got {self.preconditioner_points}",
         )
         _require(
             self.preconditioner_max_params >= 1,
