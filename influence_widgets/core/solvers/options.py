@@ -69,7 +69,8 @@ class CGOptions:
         )
         _require(
             self.preconditioner_points is None or self.preconditioner_points >= 1,
-            f"CGOptions.preconditioner_points must be >= 1 (or None: sized to the solve), got {self.preconditioner_points}",
+            f"CGOptions.preconditioner_points must be >= 1 (or None, sized to the solve), got "
+            f"{self.preconditioner_points}",
         )
         _require(
             self.preconditioner_max_params >= 1,
