@@ -133,6 +133,8 @@ class TrainingHessian:
         return gauss_newton_sum(self.objective, chunks, columns, positive_part, low_precision)
 
     def _sample_affine_mask(self) -> torch.Tensor:
+        if self._sample_mask is None and self.objective.linear_head is not None:
+            self._sample_mask = torch.ones(self.size, dtype=torch.bool, device=self.device)  # found on a sample
         if self._sample_mask is None:
             sample, _ = self.data.take(torch.arange(min(_AFFINE_SAMPLE, len(self.data))))
             self._sample_mask = affine_parameter_mask(self.objective, sample)
@@ -153,6 +155,10 @@ class TrainingHessian:
                 return (x for _, x, _ in self.data.chunks(self._read_size))
 
             mask = torch.ones(self.size, dtype=torch.bool, device=self.device)
+            head = self.objective.linear_head
+            if head is not None and head.holds_on(self.objective, batches()):  # one linear layer: affine
+                self._affine_mask = mask
+                return mask
             if not affine_on(self.objective, mask, batches()):  # not a linear model (one probe on all points)
                 mask = self._sample_affine_mask()  # searched on a few points ...
                 if mask.any() and not affine_on(self.objective, mask, batches()):  # ... and checked on all

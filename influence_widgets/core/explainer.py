@@ -32,6 +32,7 @@ from .data import StreamedData, TrainingData
 from .distributed import ShardedTraining, check_client
 from .errors import InfluenceInputError, NonConvexWarning
 from .inputs import as_tensor, cast_inputs, cast_targets, check_feature_shape, check_finite, check_indices, check_pair
+from .linear_head import find_linear_head
 from .objective import LossFn, Objective
 from .progress import progress_bar
 from .refinement import newton_removal_steps
@@ -40,6 +41,7 @@ from .validation import LOOResult, validate_loo
 
 Measurement = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
+_LINEAR_HEAD_SAMPLE = 64  # training points on which a closed-form linear layer is looked for (then checked per batch)
 GRADIENT_CACHE_BYTES = 2**30  # "auto" keeps G [n, p] in memory up to this size, else streams it
 
 
@@ -142,6 +144,8 @@ class InfluenceExplainer:
             cache_gradients == "auto" and gradient_bytes <= GRADIENT_CACHE_BYTES
         )
         self._check_model_and_loss(self.objective.loss_fn, "loss_fn")
+        sample, _ = self.data.take(torch.arange(min(_LINEAR_HEAD_SAMPLE, batch_size, self.n_train)))
+        self.objective.linear_head = find_linear_head(self.objective, sample)
         self.hessian = TrainingHessian(
             self.objective, self.data, self.weight_decay, self.damping, batch_size, progress=progress
         )

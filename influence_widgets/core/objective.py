@@ -11,12 +11,16 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
 
 from .errors import InfluenceInputError, ModelModeWarning
+
+if TYPE_CHECKING:
+    from .linear_head import LinearHead
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -84,6 +88,7 @@ class Objective:
         self.numels = [named[name].numel() for name in self.names]
         self.theta = torch.cat([named[name].detach().reshape(-1) for name in self.names]).clone()
         self.loss_fn = loss_fn
+        self.linear_head: LinearHead | None = None  # closed forms when set (see ``linear_head.py``)
 
     @property
     def size(self) -> int:
@@ -104,8 +109,10 @@ class Objective:
         return {name: piece.view(shape) for name, piece, shape in zip(self.names, pieces, self.shapes)}
 
     def outputs(self, x: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
-        """Model outputs for a batch ``x`` at ``theta`` (default: the trained parameters)."""
-        theta = self.theta if theta is None else theta
+        """Model outputs for a batch ``x`` at ``theta`` (default: the trained parameters, which the private
+        module copy holds itself, so it runs without re-parametrisation)."""
+        if theta is None:
+            return self.module(x)
         return functional_call(self.module, self.unflatten(theta), (x,))
 
     def batch_values(self, fn: LossFn, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -120,6 +127,10 @@ class Objective:
     ) -> torch.Tensor:
         """Rows of nabla_theta fn(z_i, theta) for a batch, shape [b, p] (no regulariser)."""
         fn = self.loss_fn if fn is None else fn
+        if theta is None and self.linear_head is not None:
+            rows = self.linear_head.per_example_grads(self, x, y, fn)
+            if rows is not None:
+                return rows
         theta = self.theta if theta is None else theta
 
         def single(t: torch.Tensor, xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
