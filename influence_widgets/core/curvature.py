@@ -14,6 +14,7 @@ import torch
 
 from .data import TrainingData
 from .gauss_newton import affine_on, affine_parameter_mask, gauss_newton_sum, jacobian_chunks
+from .module_blocks import ModuleBlock, block_columns, find_module_blocks, verify
 from .objective import Objective
 from .progress import progress_bar
 
@@ -27,6 +28,9 @@ _REFERENCE_PARAMS = 1626
 _MAX_SCALE = 16
 _FEW_VECTORS = 16
 _MAX_CHUNKS_PER_CALL = 8
+# Layer-wise columns keep no values of the layers before theirs: 4x the points per vmapped call, where
+# they run fastest on the digits CNN (2.3 s for its explicit Hessian, 2.8 s at 1x).
+_BLOCK_POINTS_FACTOR = 4
 _PRECONDITIONER_MIN_POINTS = 256
 _PRECONDITIONER_MAX_POINTS = 4096
 
@@ -77,6 +81,7 @@ class TrainingHessian:
         self._affine_mask: torch.Tensor | None = None
         self._preconditioners: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {}  # by points used
         self._output_size: int | None = None
+        self.module_blocks = True  # explicit Hessians from layer-wise columns where the model allows it
 
     @property
     def shift(self) -> float:
@@ -227,27 +232,60 @@ class TrainingHessian:
     def dense(self, block: int = 128) -> torch.Tensor:
         """The explicit Hessian.
 
-        Columns of the parameters the outputs are not affine in come from blocks of Hessian-vector
-        products with basis vectors; the block of the affine ones (a final linear layer, or the whole of
-        a linear model) is their Gauss-Newton block, exact there and one matrix product of Jacobians.
+        The block of the parameters the outputs are affine in (a final linear layer, or the whole of a
+        linear model) is their Gauss-Newton block, exact there and one matrix product of Jacobians. The
+        other columns come from Hessian-vector products with basis vectors: one layer at a time where the
+        model's layers allow it (``module_blocks``: each through its layer and the ones after it, checked
+        against full products), else through the whole model. The rest follows by symmetry.
         """
-        p = self.size
         affine = self.affine_mask()
         curved = (~affine).nonzero().squeeze(1)
-        hessian = torch.empty(p, p, dtype=self.dtype, device=self.device)
-        starts = range(0, len(curved), block)
-        for start in progress_bar(starts, enabled=self.progress, desc="explicit Hessian", total=len(starts)):
-            columns = curved[start : start + block]
-            basis = torch.zeros(p, len(columns), dtype=self.dtype, device=self.device)
-            basis[columns, torch.arange(len(columns))] = 1
-            hessian[:, columns] = self.matvec(basis)
+        blocks = None
+        if self.module_blocks and len(curved):
+            blocks = find_module_blocks(self.objective, self.data.take(torch.arange(1))[0], ~affine)
+        hessian, filled = self._curved_columns(curved, blocks, block)
         if bool(affine.any()):
             flat = affine.nonzero().squeeze(1)
-            hessian[curved[:, None], flat] = hessian[flat[:, None], curved].T
             block_ll = self.gauss_newton(columns=flat).to(self.dtype) / len(self.data)
             block_ll.diagonal().add_(self.shift)
             hessian[flat[:, None], flat] = block_ll
-        return (hessian + hessian.T) / 2
+            filled[flat[:, None], flat] = True
+        if not bool((filled | filled.T).all()):
+            raise RuntimeError("the explicit Hessian's blocks do not cover it; please report this model")
+        hessian = torch.where(filled, hessian, hessian.T)
+        hessian = (hessian + hessian.T) / 2
+        if blocks is not None and not verify(hessian, self.matvec):  # a parameter used outside its layer
+            self.module_blocks = False
+            return self.dense(block)
+        return hessian
+
+    def _curved_columns(
+        self, curved: torch.Tensor, blocks: list[ModuleBlock] | None, block: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """H with its curved columns filled (the rest uninitialised) and the mask of the entries filled."""
+        p = self.size
+        hessian = torch.empty(p, p, dtype=self.dtype, device=self.device)
+        filled = torch.zeros(p, p, dtype=torch.bool, device=self.device)
+        if blocks is None:
+            units = [(None, curved[start : start + block]) for start in range(0, len(curved), block)]
+        else:
+            units = [(b, b.columns[start : start + block]) for b in blocks for start in range(0, len(b.columns), block)]
+        for module_block, columns in progress_bar(units, enabled=self.progress, desc="explicit Hessian"):
+            if module_block is None:
+                basis = torch.zeros(p, len(columns), dtype=self.dtype, device=self.device)
+                basis[columns, torch.arange(len(columns))] = 1
+                hessian[:, columns] = self.matvec(basis)
+                filled[:, columns] = True
+                continue
+            rows = module_block.rows
+            total = torch.zeros(len(rows), len(columns), dtype=self.dtype, device=self.device)
+            for _, x, y in self.data.chunks(min(self._read_size, _BLOCK_POINTS_FACTOR * self._chunk_for(len(columns)))):
+                total += block_columns(self.objective, module_block, x, y, columns)
+            total /= len(self.data)
+            total[rows[:, None] == columns[None, :]] += self.shift
+            hessian[rows[:, None], columns] = total
+            filled[rows[:, None], columns] = True
+        return hessian, filled
 
 
 class DenseOperator:
