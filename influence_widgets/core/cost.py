@@ -14,10 +14,12 @@ from dataclasses import dataclass
 import torch
 
 from .gauss_newton import gauss_newton_sum
+from .module_blocks import block_columns, find_module_blocks
 from .solvers import CGSolver, ExactSolver, LissaSolver
 from .solvers.block_cg import BASIS_BYTES
 
 _LANCZOS_STEPS = 30  # what LiSSA spends on its scale and depth when they are not given
+_TIMED_COLUMNS = 64  # columns per layer-wise block timed for the explicit Hessian's preview (fewer: overhead)
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,22 @@ def _timed(fn, repeats: int = 3) -> float:
     return (time.perf_counter() - start) / repeats
 
 
+def _seconds_per_point_for_columns(explainer, x: torch.Tensor, y: torch.Tensor, per_hvp: float) -> float:
+    """Seconds per training point for all curved columns of the explicit Hessian: the layer-wise blocks
+    timed on the sample (64 columns each) where the model has them, else one full product per column."""
+    hessian, objective = explainer.hessian, explainer.objective
+    curved = hessian.curved_mask()
+    blocks = find_module_blocks(objective, x[:1], curved) if hessian.module_blocks and bool(curved.any()) else None
+    if blocks is None:
+        return int(curved.sum()) * per_hvp
+    total = 0.0
+    for block in blocks:
+        columns = block.columns[:_TIMED_COLUMNS]
+        seconds = _timed(lambda block=block, columns=columns: block_columns(objective, block, x, y, columns))
+        total += seconds / (len(x) * len(columns)) * len(block.columns)
+    return total
+
+
 def estimate_cost(explainer, n_test: int = 1, sample_size: int = 64) -> CostEstimate:
     """Preview the cost of ``explainer.influence`` for ``n_test`` new test points (see ``CostEstimate``)."""
     objective, n, p = explainer.objective, explainer.n_train, explainer.n_params
@@ -94,10 +112,13 @@ def estimate_cost(explainer, n_test: int = 1, sample_size: int = 64) -> CostEsti
     solver, hessian = explainer.solver, explainer.hessian
     extra_seconds, upper_bound = 0.0, False
     hessian_bytes = gauss_newton_points = basis_bytes = 0
+    column_seconds = None  # the explicit Hessian's columns, where they are not plain products
     if isinstance(solver, ExactSolver):
         built = solver.has_hessian(hessian)
         curved = hessian.curved_count()
         hvp_points = 0 if built else n * curved
+        if not built:
+            column_seconds = n * _seconds_per_point_for_columns(explainer, x, y, per_hvp)
         gauss_newton_points = 0 if built or curved == p else n
         hessian_bytes = 2 * p * p * 8  # the float64 Hessian and its factor
         if not built:
@@ -133,7 +154,8 @@ def estimate_cost(explainer, n_test: int = 1, sample_size: int = 64) -> CostEsti
         "working chunk": min(explainer.batch_size, n) * p * itemsize * 2,
         "Krylov directions": basis_bytes,
     }
-    seconds = gradient_points * per_gradient + hvp_points * per_hvp + gauss_newton_points * per_gauss_newton
+    hvp_seconds = hvp_points * per_hvp if column_seconds is None else column_seconds
+    seconds = gradient_points * per_gradient + hvp_seconds + gauss_newton_points * per_gauss_newton
     seconds += extra_seconds
     return CostEstimate(
         solver=explainer.solver_name,

@@ -145,11 +145,15 @@ class TrainingHessian:
             self._sample_mask = affine_parameter_mask(self.objective, sample)
         return self._sample_mask
 
+    def curved_mask(self) -> torch.Tensor:
+        """The parameters outside the affine group (bool [p]): each costs a column of Hessian-vector
+        products in an explicit Hessian. Judged on a few training points (no full pass) until
+        ``affine_mask`` has checked every point."""
+        return ~(self._sample_affine_mask() if self._affine_mask is None else self._affine_mask)
+
     def curved_count(self) -> int:
-        """Parameters outside the affine group: the Hessian-vector products an explicit Hessian costs.
-        Judged on a few training points (no full pass) until ``affine_mask`` has checked every point."""
-        mask = self._sample_affine_mask() if self._affine_mask is None else self._affine_mask
-        return int((~mask).sum())
+        """How many parameters ``curved_mask`` flags."""
+        return int(self.curved_mask().sum())
 
     def affine_mask(self) -> torch.Tensor:
         """The parameters in which the model's outputs are jointly affine (bool [p]), checked on every
