@@ -123,8 +123,8 @@ def runs() -> list[Run]:
             "ours",
             "ours",
             fixed(solver="exact"),
-            "solver='exact': Hessian-vector columns only outside the affine last layer, its block from Jacobians "
-            "('auto' for logistic regression)",
+            "solver='exact' ('auto' on both tasks): the affine last layer's block from Jacobians (closed form for "
+            "a single linear layer), the other columns layer by layer",
             True,
         ),
         Run(
@@ -132,7 +132,7 @@ def runs() -> list[Run]:
             "ours",
             "ours",
             fixed(solver="cg"),
-            "solver='cg', defaults: block CG, Gauss-Newton preconditioner, rtol 1e-5 in float32 ('auto' for the CNN)",
+            "solver='cg', defaults: block CG, Gauss-Newton preconditioner sized to the solve, rtol 1e-5 in float32",
             True,
         ),
         Run("ours LiSSA", "ours", "ours", fixed(solver="lissa"), "solver='lissa', defaults"),
