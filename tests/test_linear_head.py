@@ -8,8 +8,10 @@ import torch
 from torch import nn
 
 from influence_widgets import InfluenceExplainer
+from influence_widgets.core.linear_head import find_linear_head
 from influence_widgets.data import (
     LogisticRegression,
+    SmallCNN,
     binary_logistic_per_example,
     cross_entropy_per_example,
     load_digits,
@@ -174,3 +176,18 @@ def test_a_batch_that_breaks_the_pattern_takes_the_general_path():
     assert relative(fast.hessian.dense(), autograd_hessian(fast, x, y)) < 1e-12
     assert relative(fast.train_gradients(), general.train_gradients()) < 1e-12
     assert relative(fast.influence(x_test, y_test), general.influence(x_test, y_test)) < 1e-10
+
+
+def test_the_last_layer_of_a_network_gets_its_block_in_closed_form():
+    split = load_digits(as_images=True, dtype=torch.float64, seed=0)
+    x, y = split.X_train[:80], split.y_train[:80]
+    torch.manual_seed(0)
+    ex = InfluenceExplainer(SmallCNN().double(), cross_entropy_per_example, x, y, solver="exact", progress=False)
+    objective, affine = ex.objective, ex.hessian.affine_mask()
+    assert objective.linear_head is None  # the convolutions are selected too
+    assert find_linear_head(objective, x[:4], ["fc.weight", "fc.bias"]) is not None
+    assert find_linear_head(objective, x[:4], ["conv2.weight", "conv2.bias"]) is None
+    closed = ex.hessian._affine_block(affine)
+    assert closed is not None
+    jacobians = ex.hessian.gauss_newton(columns=affine.nonzero().squeeze(1))  # per-example Jacobians
+    assert relative(closed, jacobians) < 1e-12

@@ -14,6 +14,7 @@ import torch
 
 from .data import TrainingData
 from .gauss_newton import affine_on, affine_parameter_mask, gauss_newton_sum, jacobian_chunks
+from .linear_head import find_linear_head
 from .module_blocks import ModuleBlock, block_columns, find_module_blocks, verify
 from .objective import Objective
 from .progress import progress_bar
@@ -250,7 +251,9 @@ class TrainingHessian:
         hessian, filled = self._curved_columns(curved, blocks, block)
         if bool(affine.any()):
             flat = affine.nonzero().squeeze(1)
-            block_ll = self.gauss_newton(columns=flat).to(self.dtype) / len(self.data)
+            block_ll = self._affine_block(affine)
+            block_ll = (self.gauss_newton(columns=flat) if block_ll is None else block_ll).to(self.dtype)
+            block_ll /= len(self.data)
             block_ll.diagonal().add_(self.shift)
             hessian[flat[:, None], flat] = block_ll
             filled[flat[:, None], flat] = True
@@ -262,6 +265,29 @@ class TrainingHessian:
             self.module_blocks = False
             return self.dense(block)
         return hessian
+
+    def _affine_block(self, affine: torch.Tensor) -> torch.Tensor | None:
+        """sum_i J_i^T A_i J_i on the affine group in closed form (``LinearHead``) when the group is part
+        of the model and one linear layer that produces the outputs, checked on every batch; else None
+        (a whole linear model already takes the closed form inside ``gauss_newton``)."""
+        objective = self.objective
+        if objective.linear_head is not None:
+            return None
+        pieces = torch.split(affine, objective.numels)
+        names = [name for name, piece in zip(objective.names, pieces) if bool(piece.all())]
+        sizes = dict(zip(objective.names, objective.numels))
+        if sum(sizes[name] for name in names) != int(affine.sum()):
+            return None  # the group splits a parameter tensor
+        head = find_linear_head(objective, self.data.take(torch.arange(1))[0], names)
+        if head is None:
+            return None
+        total = None
+        for _, x, y in self.data.chunks(self.chunk_size):
+            part = head.loss_hessian_sum(objective, x, y)
+            if part is None:
+                return None
+            total = part if total is None else total + part
+        return total
 
     def _curved_columns(
         self, curved: torch.Tensor, blocks: list[ModuleBlock] | None, block: int

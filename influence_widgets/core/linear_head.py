@@ -111,11 +111,14 @@ class LinearHead:
         return all(self._run(objective, x) is not None for x in batches)
 
 
-def find_linear_head(objective: Objective, x: torch.Tensor, seed: int = 0) -> LinearHead | None:
-    """The ``LinearHead`` of the selected parameters if they all belong to one ``nn.Linear`` whose output
-    is the model's output on the inputs ``x``, with an input that stays the same when the selected
-    parameters change (checked with one random perturbation); else None."""
-    modules = {name.rpartition(".")[0] for name in objective.names}
+def find_linear_head(
+    objective: Objective, x: torch.Tensor, names: list[str] | None = None, seed: int = 0
+) -> LinearHead | None:
+    """The ``LinearHead`` of the selected parameters ``names`` (default all) if they all belong to one
+    ``nn.Linear`` whose output is the model's output on the inputs ``x``, with an input that stays the
+    same when those parameters change (checked with one random perturbation of them); else None."""
+    names = objective.names if names is None else names
+    modules = {name.rpartition(".")[0] for name in names}
     if len(modules) != 1:
         return None
     (module_name,) = modules
@@ -128,8 +131,8 @@ def find_linear_head(objective: Objective, x: torch.Tensor, seed: int = 0) -> Li
     prefix = f"{module_name}." if module_name else ""
     head = LinearHead(
         module=module_name,
-        weight=f"{prefix}weight" in objective.names,
-        bias=f"{prefix}bias" in objective.names,
+        weight=f"{prefix}weight" in names,
+        bias=f"{prefix}bias" in names,
         in_features=module.in_features,
         out_features=module.out_features,
     )
@@ -138,6 +141,8 @@ def find_linear_head(objective: Objective, x: torch.Tensor, seed: int = 0) -> Li
         return None
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn(objective.theta.shape, generator=generator, dtype=torch.float64).to(objective.theta)
+    pieces = torch.split(noise, objective.numels)
+    noise = torch.cat([piece * (name in names) for name, piece in zip(objective.names, pieces)])
     moved = objective.theta + _PROBE_SCALE * noise * objective.theta.abs().mean().clamp_min(1.0)
     perturbed = head._run(objective, x, moved)
     if perturbed is None or not torch.equal(perturbed[0], run[0]):
