@@ -340,18 +340,27 @@ def warm_up(task: Task, method: Method, settings: dict[str, Any]) -> None:
         method(small, task.x_test[:1], task.y_test[:1], settings)
 
 
-def timed(fn: Callable[[], Fitted], repeats: int) -> tuple[Fitted, float]:
-    """Best wall time of ``repeats`` fresh end-to-end runs, and the last result."""
-    best, result = float("inf"), None
-    for _ in range(repeats):
+def timed(fn: Callable[[], Fitted], repeats: int, budget: float) -> tuple[Fitted, float, int]:
+    """Best wall time of up to ``repeats`` fresh end-to-end runs, the last result and the runs made: a
+    further run only while the runs so far and one more of the slowest fit in ``budget`` seconds, so that
+    millisecond methods get several samples and slow ones run once (the same rule for every method)."""
+    best, slowest, spent, runs, result = float("inf"), 0.0, 0.0, 0, None
+    while runs < max(1, repeats) and (runs == 0 or spent + slowest <= budget):
         start = time.perf_counter()
         result = fn()
-        best = min(best, time.perf_counter() - start)
-    return result, best
+        seconds = time.perf_counter() - start
+        best, slowest, spent, runs = min(best, seconds), max(slowest, seconds), spent + seconds, runs + 1
+    return result, best, runs
 
 
 def measure(
-    task: Task, family: str, settings: dict[str, Any], n_test: int, repeats: int, save: Callable[[dict], None]
+    task: Task,
+    family: str,
+    settings: dict[str, Any],
+    n_test: int,
+    repeats: int,
+    budget: float,
+    save: Callable[[dict], None],
 ) -> dict[str, Any]:
     """The floor, memory after it, an untimed warm-up, times for 1 and ``n_test`` test points, peak memory.
 
@@ -362,9 +371,11 @@ def measure(
     warm_up(task, method, settings)
     x, y = task.x_test[:n_test], task.y_test[:n_test]
     try:
-        _, record["seconds_1"] = timed(lambda: method(task, x[:1], y[:1], settings), repeats)
+        _, record["seconds_1"], record["runs_1"] = timed(lambda: method(task, x[:1], y[:1], settings), repeats, budget)
         save(record)
-        (scores, fitted), record["seconds_m"] = timed(lambda: method(task, x, y, settings), repeats)
+        (scores, fitted), record["seconds_m"], record["runs_m"] = timed(
+            lambda: method(task, x, y, settings), repeats, budget
+        )
         record["rss_peak_mib"] = peak_rss_mib()
         if family == "ours":
             record.update(ours_scoring(task, fitted, x, y, settings))
@@ -382,7 +393,8 @@ def main() -> None:
     parser.add_argument("--method", required=True, help="a key of METHODS: ours, pydvl or captum")
     parser.add_argument("--settings", default="{}", help="JSON keyword arguments for the method")
     parser.add_argument("--n-test", type=int, default=50)
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--budget", type=float, default=2.0, help="seconds that further timed runs may take")
     parser.add_argument("--reference", action="store_true", help="compute the exact float64 reference instead")
     parser.add_argument("--out-dir", type=Path, required=True)
     args = parser.parse_args()
@@ -400,7 +412,7 @@ def main() -> None:
         task.x_test, task.y_test = task.x_test[: args.n_test], task.y_test[: args.n_test]
         record = exact_reference(task)
     else:
-        record = measure(task, args.method, json.loads(args.settings), args.n_test, args.repeats, save)
+        record = measure(task, args.method, json.loads(args.settings), args.n_test, args.repeats, args.budget, save)
     if "scores" in record:
         import numpy as np
 
