@@ -191,3 +191,39 @@ def test_the_last_layer_of_a_network_gets_its_block_in_closed_form():
     assert closed is not None
     jacobians = ex.hessian.gauss_newton(columns=affine.nonzero().squeeze(1))  # per-example Jacobians
     assert relative(closed, jacobians) < 1e-12
+
+
+@pytest.mark.parametrize(
+    ("loss", "outputs", "targets"),
+    [
+        (cross_entropy_per_example, torch.randn(7, 4, dtype=torch.float64), torch.randint(0, 4, (7,))),
+        (binary_logistic_per_example, torch.randn(7, 1, dtype=torch.float64), torch.randint(0, 2, (7,)).double()),
+        (squared_error_per_example, torch.randn(7, 1, dtype=torch.float64), torch.randn(7, dtype=torch.float64)),
+    ],
+    ids=["cross-entropy", "binary logistic", "squared error"],
+)
+def test_the_built_in_losses_closed_form_derivatives_equal_autograd(loss, outputs, targets):
+    first, second = loss.output_derivatives(outputs, targets)
+    f = outputs.clone().requires_grad_(True)
+    (r,) = torch.autograd.grad(loss(f, targets).sum(), f, create_graph=True)
+    rows = [torch.autograd.grad(r[:, k].sum(), f, retain_graph=True)[0] for k in range(f.shape[1])]
+    torch.testing.assert_close(first, r.detach(), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(second, torch.stack(rows, dim=1), rtol=1e-12, atol=1e-14)
+
+
+def test_cases_the_closed_forms_do_not_cover_fall_back_to_autograd():
+    outputs = torch.randn(5, 3, dtype=torch.float64)
+    soft = torch.softmax(torch.randn(5, 3, dtype=torch.float64), dim=1)
+    assert cross_entropy_per_example.output_derivatives(outputs, soft) is None
+    assert cross_entropy_per_example.output_derivatives(outputs, torch.tensor([0, 1, -100, 2, 1])) is None
+    assert binary_logistic_per_example.output_derivatives(outputs, torch.zeros(5, dtype=torch.float64)) is None
+    x, y, _, _ = digits(60)
+    keep = y < 3
+    probabilities = torch.nn.functional.one_hot(y[keep], 3).double() * 0.8 + 0.2 / 3  # soft targets
+    torch.manual_seed(0)
+    model = LogisticRegression(64, 3).double()
+    fast = explainer(model, cross_entropy_per_example, None, x[keep], probabilities, closed_form=True)
+    general = explainer(model, cross_entropy_per_example, None, x[keep], probabilities, closed_form=False)
+    assert fast.objective.linear_head is not None
+    assert relative(fast.hessian.dense(), autograd_hessian(fast, x[keep], probabilities)) < 1e-12
+    assert relative(fast.train_gradients(), general.train_gradients()) < 1e-12

@@ -57,8 +57,14 @@ class LinearHead:
         return h, f, outputs
 
     def _derivatives(self, fn: LossFn, f: torch.Tensor, outputs: torch.Tensor, y: torch.Tensor, second: bool):
-        """r [b, C] = d fn / d f per example and, with ``second``, A [b, C, C] = d^2 fn / d f^2 (autograd on
-        the outputs only)."""
+        """r [b, C] = d fn / d f per example and, with ``second``, A [b, C, C] = d^2 fn / d f^2: from the
+        loss's closed form (``fn.output_derivatives``, as the built-in losses have) where it covers the
+        case, else autograd on the outputs only."""
+        closed = getattr(fn, "output_derivatives", None)
+        found = None if closed is None else closed(outputs, y)
+        if found is not None:
+            first, curvature = found
+            return first.reshape(f.shape), curvature.reshape(len(f), f.shape[1], f.shape[1]) if second else None
         with torch.enable_grad():
             f = f.detach().requires_grad_(True)
             values = fn(f.reshape(outputs.shape), y)
