@@ -134,7 +134,12 @@ class TrainingHessian:
 
         No 1/n, no weight decay. See ``gauss_newton.gauss_newton_sum``.
         """
-        chunks, total = jacobian_chunks(self.objective, self.data, self.chunk_size, indices)
+        head = self.objective.linear_head
+        if head is not None and indices is None:  # closed form: chunks sized by its own products
+            size = head.chunk_points(self.objective.theta.element_size(), self._read_size)
+            chunks, total = ((x, y) for _, x, y in self.data.chunks(size)), -(-len(self.data) // size)
+        else:
+            chunks, total = jacobian_chunks(self.objective, self.data, self.chunk_size, indices)
         chunks = progress_bar(chunks, enabled=self.progress, desc="Gauss-Newton matrix", total=total)
         return gauss_newton_sum(self.objective, chunks, columns, positive_part, low_precision)
 
@@ -282,7 +287,7 @@ class TrainingHessian:
         if head is None:
             return None
         total = None
-        for _, x, y in self.data.chunks(self.chunk_size):
+        for _, x, y in self.data.chunks(head.chunk_points(objective.theta.element_size(), self._read_size)):
             part = head.loss_hessian_sum(objective, x, y)
             if part is None:
                 return None

@@ -22,7 +22,7 @@ from torch import nn
 
 from .objective import LossFn, Objective
 
-_PROBE_SCALE = 0.5  # the perturbation of W and b that checks that h does not depend on them (tied weights)
+_CHUNK_BYTES = 2**26  # the Kronecker products one loss_hessian_sum call holds
 
 
 @dataclass(frozen=True)
@@ -35,9 +35,10 @@ class LinearHead:
     in_features: int
     out_features: int
 
-    def _run(self, objective: Objective, x: torch.Tensor, theta: torch.Tensor | None = None):
-        """(h [b, d], the layer's output [b, C], the model's output) at ``theta``, or None where the model's
-        output is not the layer's output on this batch."""
+    def _run(self, objective: Objective, x: torch.Tensor, track: bool = False):
+        """(h [b, d], the layer's output [b, C], the model's output) at the trained parameters, or None where
+        the model's output is not the layer's output on this batch. ``track``: record autograd history
+        (for the caller to tell what h depends on)."""
         seen: dict[str, torch.Tensor] = {}
 
         def capture(_module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
@@ -45,8 +46,8 @@ class LinearHead:
 
         handle = objective.module.get_submodule(self.module).register_forward_hook(capture)
         try:
-            with torch.no_grad():
-                outputs = objective.outputs(x, theta)
+            with torch.set_grad_enabled(track):
+                outputs = objective.outputs(x)
         finally:
             handle.remove()
         h, f = seen.get("h"), seen.get("f")
@@ -112,17 +113,21 @@ class LinearHead:
         weight_bias = blocks[:, :d, :, d].reshape(c * d, c)
         return torch.cat([torch.cat([weight_weight, weight_bias], 1), torch.cat([weight_bias.T, bias_bias], 1)])
 
+    def chunk_points(self, itemsize: int, most: int) -> int:
+        """Points per ``loss_hessian_sum`` call: at most ``most``, and its C^2 (d + 1) products per point in
+        at most 64 MiB."""
+        per_point = itemsize * self.out_features**2 * (self.in_features + 1)
+        return max(1, min(most, _CHUNK_BYTES // per_point))
+
     def holds_on(self, objective: Objective, batches) -> bool:
         """Whether the model's output is the layer's output on every input batch (one forward each)."""
         return all(self._run(objective, x) is not None for x in batches)
 
 
-def find_linear_head(
-    objective: Objective, x: torch.Tensor, names: list[str] | None = None, seed: int = 0
-) -> LinearHead | None:
+def find_linear_head(objective: Objective, x: torch.Tensor, names: list[str] | None = None) -> LinearHead | None:
     """The ``LinearHead`` of the selected parameters ``names`` (default all) if they all belong to one
-    ``nn.Linear`` whose output is the model's output on the inputs ``x``, with an input that stays the
-    same when those parameters change (checked with one random perturbation of them); else None."""
+    ``nn.Linear`` whose output is the model's output on the inputs ``x``, with an input that does not
+    depend on them (no autograd history from them); else None."""
     names = objective.names if names is None else names
     modules = {name.rpartition(".")[0] for name in names}
     if len(modules) != 1:
@@ -142,15 +147,14 @@ def find_linear_head(
         in_features=module.in_features,
         out_features=module.out_features,
     )
-    run = head._run(objective, x)
-    if run is None:
+    chosen = [parameter for name, parameter in module.named_parameters(prefix=module_name) if name in names]
+    for parameter in chosen:  # the private copy's: its own flags, restored below
+        parameter.requires_grad_(True)
+    try:
+        run = head._run(objective, x, track=True)
+    finally:
+        for parameter in chosen:
+            parameter.requires_grad_(False)
+    if run is None or run[0].requires_grad:  # h depends on the layer's own parameters (tied weights)
         return None
-    generator = torch.Generator().manual_seed(seed)
-    noise = torch.randn(objective.theta.shape, generator=generator, dtype=torch.float64).to(objective.theta)
-    pieces = torch.split(noise, objective.numels)
-    noise = torch.cat([piece * (name in names) for name, piece in zip(objective.names, pieces)])
-    moved = objective.theta + _PROBE_SCALE * noise * objective.theta.abs().mean().clamp_min(1.0)
-    perturbed = head._run(objective, x, moved)
-    if perturbed is None or not torch.equal(perturbed[0], run[0]):
-        return None  # the layer's input depends on its own parameters (tied weights)
     return head
