@@ -227,3 +227,52 @@ def test_cases_the_closed_forms_do_not_cover_fall_back_to_autograd():
     assert fast.objective.linear_head is not None
     assert relative(fast.hessian.dense(), autograd_hessian(fast, x[keep], probabilities)) < 1e-12
     assert relative(fast.train_gradients(), general.train_gradients()) < 1e-12
+
+
+class ScaledInPlace(nn.Module):
+    """Temperature scaling in place after the layer: its output tensor is not the value the loss sees."""
+
+    def __init__(self, hidden: bool) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(64, 6) if hidden else None
+        self.fc = nn.Linear(6 if hidden else 64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.fc(torch.tanh(self.hidden(x)) if self.hidden is not None else x)
+        out /= 0.5
+        return out
+
+
+@pytest.mark.parametrize("hidden", [False, True], ids=["logistic regression", "network"])
+def test_an_output_changed_in_place_after_the_layer_gets_no_closed_form(hidden):
+    x, y, _, _ = digits(80)
+    torch.manual_seed(0)
+    ex = explainer(ScaledInPlace(hidden).double(), cross_entropy_per_example, None, x, y, closed_form=True)
+    assert ex.objective.linear_head is None
+    assert relative(ex.hessian.dense(), autograd_hessian(ex, x, y)) < 1e-12
+
+
+class Squeezed(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x).squeeze()  # 0-d for a single point
+
+
+def test_a_squeezed_output_and_byte_class_targets_work():
+    x, y, x_test, y_test = digits(80)
+
+    def loss(outputs, targets):
+        return 0.5 * (outputs.reshape(len(targets)) - targets) ** 2
+
+    torch.manual_seed(0)
+    model = Squeezed().double()
+    fast = explainer(model, loss, None, x, y.double(), closed_form=True)
+    general = explainer(model, loss, None, x, y.double(), closed_form=False)
+    assert fast.objective.linear_head is not None
+    single = fast.influence(x_test[0], y_test[0].double())
+    assert relative(single, general.influence(x_test[0], y_test[0].double())) < 1e-10
+    first, second = cross_entropy_per_example.output_derivatives(torch.randn(4, 3), torch.tensor([0, 2, 1, 2]).byte())
+    assert first.shape == (4, 3) and second.shape == (4, 3, 3)

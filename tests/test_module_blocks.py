@@ -3,6 +3,8 @@ and the general path wherever a model breaks the structure they rely on."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -143,3 +145,29 @@ def test_models_that_break_the_structure_get_the_general_path(model):
     else:
         assert found is None
     assert relative(hessian, autograd_hessian(ex, x, y)) < 1e-12
+
+
+class BiasUsedEarlyWeakly(nn.Module):
+    """In float32, a later layer's bias reaching the first layer's output with a small weight: an error
+    the check in float32 could mistake for rounding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first, self.last = nn.Linear(64, 6), nn.Linear(6, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.first(x) + 3e-4 * self.last.bias.sum())
+        return self.last(h)
+
+
+def test_the_check_in_float64_catches_small_errors_of_a_float32_model():
+    x, y = digits(200)
+    model = trained(BiasUsedEarlyWeakly(), x, y).float()
+    ex = InfluenceExplainer(
+        model, cross_entropy_per_example, x.float(), y, weight_decay=WEIGHT_DECAY, damping=DAMPING, progress=False
+    )
+    hessian = ex.hessian.dense().double()
+    reference = explainer(copy.deepcopy(model), x, y)  # the same float32 weights, in float64
+    truth = autograd_hessian(reference, x, y)
+    assert not ex.hessian.module_blocks  # the layer-wise result was rejected
+    assert relative(hessian, truth) < 1e-5  # float32 rounding, not the missing path (4e-5 when accepted)

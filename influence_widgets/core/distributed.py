@@ -187,7 +187,8 @@ class DistributedHessian(TrainingHessian):
             explainer.objective, explainer.data, explainer.weight_decay, explainer.damping, explainer.batch_size
         )
         self.sharded = sharded
-        self.module_blocks = False  # explicit Hessians from products on the cluster, not layer-wise here
+        self.module_blocks = False  # explicit Hessians from products on the cluster, not layer-wise here,
+        self.closed_form_blocks = False  # nor a last layer's block from a pass here
 
     def matvec(self, vectors: torch.Tensor) -> torch.Tensor:
         total = self.sharded.hessian_sum(vectors).to(vectors)

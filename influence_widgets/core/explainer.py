@@ -242,11 +242,12 @@ class InfluenceExplainer:
             for start in range(0, self.n_train, self.batch_size):
                 yield start, self._train_grads[start : start + self.batch_size]
             return
-        total = -(-self.n_train // self.batch_size)
-        for start, x, y in progress_bar(
-            self.data.chunks(self.batch_size), enabled=self.progress, desc=desc, total=total
-        ):
-            yield start, self.objective.per_example_grads(x, y, None)
+        size = self.objective.gradient_chunk_points(self.batch_size, self.data.streamed)
+        total = -(-self.n_train // size)
+        for start, x, y in progress_bar(self.data.chunks(size), enabled=self.progress, desc=desc, total=total):
+            grads = self.objective.per_example_grads(x, y, None)
+            for offset in range(0, len(grads), self.batch_size):
+                yield start + offset, grads[offset : offset + self.batch_size]
 
     def gradients_at(self, indices: torch.Tensor) -> torch.Tensor:
         """Rows of G at ``indices`` (int64 [k]), [k, p] on the model's device: from the cache or computed."""

@@ -42,7 +42,7 @@ class LinearHead:
         seen: dict[str, torch.Tensor] = {}
 
         def capture(_module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            seen["h"], seen["f"] = inputs[0], output
+            seen["h"], seen["f"] = inputs[0], output.clone()  # a copy: the model may change the output in place
 
         handle = objective.module.get_submodule(self.module).register_forward_hook(capture)
         try:
@@ -53,7 +53,9 @@ class LinearHead:
         h, f = seen.get("h"), seen.get("f")
         if h is None or h.ndim != 2 or h.shape != (len(x), self.in_features) or f.shape[0] != len(x):
             return None
-        if outputs.shape[0] != len(x) or not torch.equal(outputs.reshape(len(x), -1), f.reshape(len(x), -1)):
+        if outputs.ndim == 0 or outputs.shape[0] != len(x):
+            return None
+        if outputs.numel() != f.numel() or not torch.equal(outputs.reshape(len(x), -1), f.reshape(len(x), -1)):
             return None
         return h, f, outputs
 

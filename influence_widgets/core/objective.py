@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
+_GRADIENT_CHUNK_BYTES = 2**26  # closed-form per-example gradients computed at once
 _MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._NormBase)
 
 
@@ -137,6 +138,13 @@ class Objective:
             return self._single_value(fn, t, xi, yi)
 
         return vmap(grad(single), in_dims=(None, 0, 0))(theta, x, y)
+
+    def gradient_chunk_points(self, batch_size: int, streamed: bool) -> int:
+        """Training points per per-example-gradient call: ``batch_size``, or for the closed-form linear layer
+        on tensors (it holds just the b x p rows) up to 8 batch sizes, in at most 64 MiB of rows."""
+        if streamed or self.linear_head is None:
+            return batch_size
+        return max(batch_size, min(8 * batch_size, _GRADIENT_CHUNK_BYTES // (self.size * self.theta.element_size())))
 
     def hessian_sum_matvec(
         self, x: torch.Tensor, y: torch.Tensor, vectors: torch.Tensor, theta: torch.Tensor | None = None

@@ -63,7 +63,7 @@ def _cross_entropy_derivatives(outputs: torch.Tensor, targets: torch.Tensor):
     if outputs.ndim != 2 or targets.dtype.is_floating_point or bool((targets < 0).any()):
         return None  # soft targets or ignore_index: autograd
     probabilities = torch.softmax(outputs, dim=1)
-    first = probabilities - F.one_hot(targets, outputs.shape[1]).to(outputs.dtype)
+    first = probabilities - F.one_hot(targets.long(), outputs.shape[1]).to(outputs.dtype)
     second = torch.diag_embed(probabilities) - probabilities[:, :, None] * probabilities[:, None, :]
     return first, second
 
