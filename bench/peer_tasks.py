@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib.util
 import json
 import os
@@ -47,8 +48,10 @@ Method = Callable[["Task", torch.Tensor, torch.Tensor, dict[str, Any]], Fitted]
 # ---------------------------------------------------------------- the task
 
 
+@functools.cache
 def models_module() -> ModuleType:
-    """``influence_widgets/data/models.py`` without importing the package (it needs only torch)."""
+    """``influence_widgets/data/models.py`` without importing the package (it needs only torch); loaded once,
+    so that no method's timing pays for executing it."""
     spec = importlib.util.spec_from_file_location("iw_models", REPO / "influence_widgets" / "data" / "models.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
