@@ -109,7 +109,6 @@ def block_columns(
     own = tuple(params[n] for n in block.own)
     down = tuple(params[n] for n in block.down)
     fixed = {n: t for n, t in params.items() if n not in block.own and n not in block.down}
-    position = {int(c): k for k, c in enumerate(block.rows.tolist())}
     own_sizes = [t.numel() for t in own]
 
     def total(own_values: tuple, down_values: tuple) -> torch.Tensor:
@@ -127,7 +126,7 @@ def block_columns(
         tangents = tuple(piece.reshape(t.shape) for piece, t in zip(pieces, own))
         return jvp(flat_gradient, (own,), (tangents,))[1]
 
-    local = torch.tensor([position[int(c)] for c in columns.tolist()], device=x.device)
+    local = torch.searchsorted(block.rows[: sum(own_sizes)], columns)  # own rows come first, ascending
     basis = torch.zeros(sum(own_sizes), len(columns), dtype=objective.dtype, device=x.device)
     basis[local, torch.arange(len(columns), device=x.device)] = 1  # own parameters come first in the rows
     detach = objective.module.get_submodule(block.module).register_forward_pre_hook(
