@@ -14,11 +14,13 @@ from dataclasses import dataclass
 import torch
 
 from .gauss_newton import gauss_newton_sum
+from .memory import FRACTION_USABLE, available_bytes
 from .module_blocks import block_columns, find_module_blocks
 from .solvers import CGSolver, ExactSolver, LissaSolver
 from .solvers.block_cg import BASIS_BYTES
 
 _LANCZOS_STEPS = 30  # what LiSSA spends on its scale and depth when they are not given
+_TIMED_GAUSS_NEWTON_COLUMNS = 512  # above this many parameters the Gauss-Newton sum is timed on columns
 _TIMED_COLUMNS = 64  # columns per layer-wise block timed for the explicit Hessian's preview (fewer: overhead)
 
 
@@ -48,6 +50,12 @@ class CostEstimate:
     seconds_per_gauss_newton_point: float
     seconds: float
     upper_bound: bool
+    available_bytes: int | None = None
+
+    @property
+    def fits_in_memory(self) -> bool:
+        """Whether ``memory_bytes`` together fit in 80 % of the memory free when the preview ran."""
+        return self.available_bytes is None or sum(self.memory_bytes.values()) <= FRACTION_USABLE * self.available_bytes
 
     @property
     def gradient_passes(self) -> float:
@@ -65,10 +73,16 @@ class CostEstimate:
         gauss_newton = (
             f", a Gauss-Newton matrix of {self.gauss_newton_points} points" if self.gauss_newton_points else ""
         )
+        warning = ""
+        if not self.fits_in_memory:
+            warning = (
+                f"; DOES NOT FIT: {self.available_bytes / 2**30:.1f} GiB free, use solver='cg' or fewer "
+                "parameters (params=[...])"
+            )
         return (
             f"{self.solver}: {self.gradient_passes:.2f} gradient passes and {bound}{self.hvp_passes:.1f} "
             f"Hessian-vector passes over {self.n_train} training points ({self.n_params} parameters){gauss_newton}; "
-            f"memory {memory}; estimated time {bound}{self.seconds:.3g} s"
+            f"memory {memory}; estimated time {bound}{self.seconds:.3g} s{warning}"
         )
 
 
@@ -94,6 +108,28 @@ def _seconds_per_point_for_columns(explainer, x: torch.Tensor, y: torch.Tensor, 
         seconds = _timed(lambda block=block, columns=columns: block_columns(objective, block, x, y, columns))
         total += seconds / (len(x) * len(columns)) * len(block.columns)
     return total
+
+
+def _seconds_per_gauss_newton_point(objective, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Seconds per training point of the p x p Gauss-Newton sum, timed without forming it when p x p is large:
+    on k and k/2 of its columns (time = a + b k^2, extrapolated to p), or, for the closed-form linear layer
+    (which forms all p x p at once), from the float64 matrix-product rate at its 2 C p^2 operations per point."""
+    p, k = objective.size, len(x)
+    if p <= _TIMED_GAUSS_NEWTON_COLUMNS:
+        return _timed(lambda: gauss_newton_sum(objective, [(x, y)], None, True), repeats=1) / k
+    if objective.linear_head is not None:
+        size = 512
+        matrix = torch.randn(size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        per_flop = _timed(lambda: matrix @ matrix, repeats=2) / (2 * size**3)
+        with torch.no_grad():
+            n_outputs = objective.outputs(x[:1]).numel()
+        return 2 * n_outputs * p * p * per_flop
+    cols = torch.arange(_TIMED_GAUSS_NEWTON_COLUMNS, device=objective.device)
+    full = _timed(lambda: gauss_newton_sum(objective, [(x, y)], cols, True), repeats=1)
+    half = _timed(lambda: gauss_newton_sum(objective, [(x, y)], cols[: len(cols) // 2], True), repeats=1)
+    quadratic = max(0.0, (full - half) / (0.75 * len(cols) ** 2))
+    constant = max(0.0, full - quadratic * len(cols) ** 2)
+    return (constant + quadratic * p * p) / k
 
 
 def estimate_cost(explainer, n_test: int = 1, sample_size: int = 64) -> CostEstimate:
@@ -145,9 +181,7 @@ def estimate_cost(explainer, n_test: int = 1, sample_size: int = 64) -> CostEsti
         hvp_points = lanczos + opts.repeats * depth * min(opts.batch_size, n) * n_test
     else:  # a solver this module does not know: count nothing it cannot see
         hvp_points = 0
-    per_gauss_newton = 0.0
-    if gauss_newton_points:
-        per_gauss_newton = _timed(lambda: gauss_newton_sum(objective, [(x, y)], None, True), repeats=1) / k
+    per_gauss_newton = _seconds_per_gauss_newton_point(objective, x, y) if gauss_newton_points else 0.0
     memory = {
         "gradient cache": n * p * itemsize if explainer.cache_gradients else 0,
         "explicit Hessian" if isinstance(solver, ExactSolver) else "preconditioner": hessian_bytes,
@@ -171,4 +205,5 @@ def estimate_cost(explainer, n_test: int = 1, sample_size: int = 64) -> CostEsti
         seconds_per_gauss_newton_point=per_gauss_newton,
         seconds=seconds,
         upper_bound=upper_bound,
+        available_bytes=available_bytes(objective.device),
     )

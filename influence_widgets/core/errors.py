@@ -25,3 +25,20 @@ class NonConvexWarning(InfluenceWarning):
 
 class ModelModeWarning(InfluenceWarning):
     """The model was in training mode with layers that behave differently in eval mode."""
+
+
+class NotStationaryWarning(InfluenceWarning):
+    """The trained parameters are far from a minimum of the training objective, so influence (a
+    derivative at a minimum) and leave-one-out retraining disagree; see ``InfluenceExplainer.stationarity()``."""
+
+
+class FrozenParameterWarning(InfluenceWarning):
+    """``params`` selects parameters with ``requires_grad=False``: they count, as asked."""
+
+
+class InsufficientMemoryError(InfluenceInputError, MemoryError):
+    """An O(p^2) allocation would not fit in the memory available; the message names the alternative."""
+
+
+class DistributedWorkError(RuntimeError):
+    """A Dask query failed or timed out after its retries (workers lost); the message says what to do."""

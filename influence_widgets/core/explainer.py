@@ -30,13 +30,25 @@ from .cost import CostEstimate, estimate_cost
 from .curvature import EigenvalueEstimate, TrainingHessian, lanczos_extremes
 from .data import StreamedData, TrainingData
 from .distributed import ShardedTraining, check_client
-from .errors import InfluenceInputError, NonConvexWarning
-from .inputs import as_tensor, cast_inputs, cast_targets, check_feature_shape, check_finite, check_indices, check_pair
+from .errors import InfluenceInputError, NonConvexWarning, NotStationaryWarning
+from .inputs import (
+    as_real,
+    as_tensor,
+    cast_inputs,
+    cast_targets,
+    check_class_targets,
+    check_feature_shape,
+    check_finite,
+    check_indices,
+    check_pair,
+    check_targets_match,
+)
 from .linear_head import find_linear_head
-from .objective import LossFn, Objective
+from .objective import LossFn, Objective, OutputSelector, ParamsSpec, describe_output
 from .progress import progress_bar
 from .refinement import newton_removal_steps
 from .solvers import ExactSolver, SolveDiagnostics, make_solver, resolve_solver_name
+from .stationarity import StationarityReport, measure_stationarity
 from .validation import LOOResult, validate_loo
 
 Measurement = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -83,7 +95,8 @@ class InfluenceExplainer:
             CG; see ``solvers.resolve_solver_name``), ``"exact"``, ``"cg"`` (block CG, Gauss-Newton
             preconditioned) or ``"lissa"``.
         damping: added to the Hessian's diagonal; needed when the model is not convex.
-        params: parameter names or module prefixes that count (default: all with requires_grad).
+        params: which parameters count (default: all with requires_grad): names or module prefixes, a
+            submodule, parameter tensors (``model.fc.parameters()``) or a dict of them.
         solver_options: ``ExactOptions``/``CGOptions``/``LissaOptions`` or a dict of their fields.
         batch_size: training points per chunk of per-example gradients and Hessian-vector products;
             bounds the working memory to about batch_size x p values. A Dataset is read batch_size items
@@ -92,6 +105,13 @@ class InfluenceExplainer:
         cache_gradients: keep G = [nabla L(z_i)] [n, p] in memory after the first pass (True), stream it
             again for every query (False), or ``"auto"``: cache when G takes at most 1 GiB.
         progress: show ``tqdm`` bars for work longer than a second.
+        output: for a model that returns a tuple, dict or object: the index, key or attribute of the
+            outputs the loss takes (``output=0``, ``output="logits"``), or a function of the output.
+
+    Checked before any long work: inputs, labels against the model's outputs (every row), a forward
+    that gives the same outputs twice (no dropout left on, no sampling), memory for the exact Hessian;
+    the training tensors are fingerprinted so that a later in-place change is refused, not mixed with
+    caches. ``stationarity()`` measures how far the parameters are from a minimum (warned on first query).
     """
 
     def __init__(
@@ -104,18 +124,20 @@ class InfluenceExplainer:
         weight_decay: float = 0.0,
         solver: str = "auto",
         damping: float = 0.0,
-        params: Sequence[str] | str | None = None,
+        params: ParamsSpec = None,
         solver_options: Any = None,
         batch_size: int = 256,
         cache_gradients: bool | str = "auto",
         progress: bool = True,
+        output: OutputSelector = None,
     ) -> None:
-        for name, value in (("weight_decay", weight_decay), ("damping", damping)):
-            if not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
-                raise InfluenceInputError(f"{name} must be a finite number >= 0, got {value!r}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise InfluenceInputError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if cache_gradients not in (True, False, "auto"):
+        fix = "the L2 coefficient the model was trained with, as a plain number (e.g. 0.01)"
+        weight_decay = as_real(weight_decay, "weight_decay", minimum=0, fix=fix)
+        damping = as_real(damping, "damping", minimum=0, fix="pass a number >= 0 such as 0.001")
+        batch_size = as_real(batch_size, "batch_size", minimum=1, integer=True, fix="pass e.g. batch_size=256")
+        if not isinstance(progress, (bool, int)) or isinstance(progress, float):
+            raise InfluenceInputError(f"progress must be True or False, got {progress!r}")
+        if not any(cache_gradients is v for v in (True, False)) and cache_gradients != "auto":
             raise InfluenceInputError(f"cache_gradients must be True, False or 'auto', got {cache_gradients!r}")
         streamed = isinstance(X_train, (Dataset, DataLoader))
         if streamed and y_train is not None:
@@ -126,7 +148,7 @@ class InfluenceExplainer:
             x = as_tensor(X_train, "X_train")
             y = as_tensor(y_train, "y_train")
             check_pair(x, y, "X_train", "y_train")
-        self.objective = Objective(model, loss_fn, params)
+        self.objective = Objective(model, loss_fn, params, output)
         check_finite(self.objective.theta, "the model's selected parameters")
         self.weight_decay = float(weight_decay)
         self.damping = float(damping)
@@ -145,6 +167,11 @@ class InfluenceExplainer:
         )
         self._check_model_and_loss(self.objective.loss_fn, "loss_fn")
         sample, _ = self.data.take(torch.arange(min(_LINEAR_HEAD_SAMPLE, batch_size, self.n_train)))
+        self._check_deterministic(sample)
+        self._n_outputs = self._output_columns(sample)
+        if not streamed and self._n_outputs is not None:
+            check_class_targets(self.data.y, self._n_outputs, "y_train")
+        self._fingerprint = self._training_fingerprint()
         self.objective.linear_head = find_linear_head(self.objective, sample)
         self.hessian = TrainingHessian(
             self.objective, self.data, self.weight_decay, self.damping, batch_size, progress=progress
@@ -153,7 +180,9 @@ class InfluenceExplainer:
         self.solver = make_solver(self.solver_name, solver_options, progress=progress)
         if isinstance(self.solver, ExactSolver):
             self.solver.check_size(self.objective.size)
+            self.solver.check_memory(self.objective.size, self.objective.theta.element_size(), self.objective.device)
         self.diagnostics: list[SolveDiagnostics] = []
+        self._stationarity: StationarityReport | None = None
         self._train_grads: torch.Tensor | None = None
         self._sharded: dict[str, ShardedTraining] = {}
         self._projections: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
@@ -176,11 +205,23 @@ class InfluenceExplainer:
         try:
             with torch.no_grad():
                 outputs = self.objective.outputs(x)
+        except InfluenceInputError:
+            raise
         except Exception as error:  # the user's forward can raise anything
             raise InfluenceInputError(
                 f"the model could not run on X_train rows of shape {tuple(x.shape[1:])}: {error}. "
                 "Pass the inputs in the form and preprocessing the model was trained on."
             ) from error
+        if not isinstance(outputs, torch.Tensor):
+            chosen = "" if self.objective.output is None else f" (after output={self.objective.output!r})"
+            raise InfluenceInputError(
+                f"the model returns {describe_output(outputs)}{chosen}; the loss needs a tensor"
+            )
+        if not outputs.is_floating_point():
+            raise InfluenceInputError(
+                f"the model returns {outputs.dtype} outputs; influence differentiates them, so the selected output "
+                "must be floating point (logits or predictions), e.g. output=<index of the logits>"
+            )
         try:
             with torch.no_grad():
                 values = fn(outputs, y)
@@ -197,15 +238,92 @@ class InfluenceExplainer:
                 "a single output column (outputs.squeeze(-1)) for binary losses."
             )
 
+    def _check_deterministic(self, x: torch.Tensor) -> None:
+        """Two forwards on the same rows must agree: dropout left on (``F.dropout`` without
+        ``training=self.training``) or sampling in ``forward`` would make every score noise."""
+        with torch.no_grad(), torch.random.fork_rng(devices=[] if x.device.type == "cpu" else [x.device]):
+            first = self.objective.outputs(x)
+            second = self.objective.outputs(x)
+        if torch.equal(first, second):
+            return
+        scale = float(first.abs().max().clamp_min(torch.finfo(first.dtype).tiny))
+        difference = float((first - second).abs().max())
+        if difference <= 1e-6 * scale:  # nondeterministic reductions (some GPU kernels): rounding only
+            return
+        raise InfluenceInputError(
+            f"the model gives different outputs on the same input in eval mode (up to {difference:.3g}, "
+            f"{difference / scale:.1%} of the largest output): its forward is random, for example F.dropout(x) "
+            "without training=self.training, or sampling. Influence of a random function is noise; use nn.Dropout "
+            "modules (off in eval mode), F.dropout(x, training=self.training), or remove the sampling from forward"
+        )
+
+    def _output_columns(self, x: torch.Tensor) -> int | None:
+        """C when the outputs are [b, C] class scores with C > 1 and the targets class indices, else None."""
+        with torch.no_grad():
+            outputs = self.objective.outputs(x[:1])
+        y_dtype = self.data.take(torch.arange(1))[1].dtype if self.data.streamed else self.data.y.dtype
+        if outputs.ndim == 2 and outputs.shape[1] > 1 and not y_dtype.is_floating_point and y_dtype != torch.bool:
+            return int(outputs.shape[1])
+        return None
+
+    def _training_fingerprint(self) -> tuple[Any, ...] | None:
+        """A digest of the training tensors (content for up to 256 MiB, else version counters and a strided
+        sample), to notice in-place changes after construction."""
+        if self.data.streamed:
+            return None
+        parts: list[Any] = []
+        for tensor in (self.data.x, self.data.y):
+            parts += [tensor.data_ptr(), tuple(tensor.shape), tensor._version]
+            flat = tensor.detach().reshape(-1)
+            if flat.numel() * flat.element_size() > 2**28:
+                flat = flat[:: max(1, flat.numel() // 2**20)]
+            raw = flat.cpu().contiguous().view(torch.uint8).numpy() if flat.numel() else b""
+            parts.append(hashlib.blake2b(bytes(raw), digest_size=16).digest())
+        return tuple(parts)
+
+    def check_training_data_unchanged(self) -> None:
+        """Refuse when X_train or y_train was changed in place after construction (caches would mix data)."""
+        if self._fingerprint is not None and self._training_fingerprint() != self._fingerprint:
+            raise InfluenceInputError(
+                "X_train or y_train was changed in place after this explainer was built, so its cached gradients "
+                "and Hessian describe other data. Build a new explainer on the new data (explainer.for_model(model, "
+                "X_train.clone(), y_train.clone())), or pass copies (X_train.clone()) when you mean to edit them"
+            )
+
+    def coerce_test(self, X_test: Any, y_test: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Test inputs [m, *feature_shape] and targets as tensors in the model's dtype (CPU or as given),
+        checked against the training set: shapes, target kind, class labels against the outputs, finiteness."""
+        return self._coerce_test(X_test, y_test)
+
     def _coerce_test(self, X_test: Any, y_test: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        self.check_training_data_unchanged()
         x = as_tensor(X_test, "X_test")
         y = as_tensor(y_test, "y_test")
         if x.ndim == len(self.data.feature_shape):
             x, y = x.unsqueeze(0), y.reshape(1, *y.shape)
         check_pair(x, y, "X_test", "y_test")
         check_feature_shape(x, self.data.feature_shape, "X_test")
+        if not self.data.streamed:
+            y = check_targets_match(y, self.data.y.dtype, self.data.y.shape[1:])
+        if self._n_outputs is not None:
+            check_class_targets(y, self._n_outputs, "y_test")
         dtype = self.objective.dtype
         return cast_inputs(x, dtype), cast_targets(y, dtype)
+
+    def stationarity(self) -> StationarityReport:
+        """How far theta-hat is from a minimum of R: ||grad R|| against the typical per-example gradient.
+
+        Computed once (one pass of batch gradients and up to 256 per-example gradients) and cached; a
+        ``NotStationaryWarning`` with the figure and the fix when ``ratio`` exceeds the threshold. The
+        first influence query and ``validate_loo`` call it, and the report goes into ``diagnostics``.
+        """
+        if self._stationarity is None:
+            self.check_training_data_unchanged()
+            report = measure_stationarity(self)
+            self._stationarity = report
+            if not report.is_stationary:
+                warnings.warn(report.summary(), NotStationaryWarning, stacklevel=3)
+        return self._stationarity
 
     # ------------------------------------------------------------------ gradients
 
@@ -223,6 +341,7 @@ class InfluenceExplainer:
 
         Holds G whole (n x p values); with ``cache_gradients=False`` use the streaming methods instead.
         """
+        self.check_training_data_unchanged()
         if self._train_grads is None:
             if not self.cache_gradients:
                 gib = self.n_train * self.n_params * self.objective.theta.element_size() / 2**30
@@ -310,9 +429,12 @@ class InfluenceExplainer:
             if key not in self._s_test_cache:
                 first_row_of_new_key.setdefault(key, row)
         if first_row_of_new_key:
+            report = self.stationarity()
             rows = torch.tensor(list(first_row_of_new_key.values()))
             grads = self._per_example_grads(x[rows], y[rows], measurement, "test gradients")
             solutions = self.inverse_hvp(grads.T, client).T
+            if not report.is_stationary:
+                self.diagnostics[-1].warnings.append(report.summary())
             for key, solution in zip(first_row_of_new_key, solutions):
                 self._s_test_cache[key] = solution
         return torch.stack([self._s_test_cache[key] for key in keys])
@@ -367,8 +489,7 @@ class InfluenceExplainer:
             return first_order
         if refine != "newton":
             raise InfluenceInputError(f"unknown refine={refine!r}; use refine='newton' or None")
-        if not isinstance(top_k, int) or not 1 <= top_k <= self.n_train:
-            raise InfluenceInputError(f"top_k must be an integer in [1, {self.n_train}], got {top_k!r}")
+        top_k = as_real(top_k, "top_k", minimum=1, maximum=self.n_train, integer=True, fix=f"pass 1..{self.n_train}")
         x, y = self._coerce_test(X_test, y_test)
         top = torch.argsort(first_order.abs(), dim=1, descending=True)[:, :top_k]
         removed = torch.unique(top)
@@ -438,6 +559,7 @@ class InfluenceExplainer:
         itself, typical of mislabelled or atypical points). Costs n inverse-Hessian products. With a
         Dask ``client``, the gradients come from the workers shard by shard.
         """
+        self.check_training_data_unchanged()
         if client is None:
             chunks = self.train_gradient_chunks(desc="self-influence")
         else:
@@ -468,10 +590,8 @@ class InfluenceExplainer:
         test points cost n x dim instead of a pass of per-example gradients: fast approximate ranking
         when G itself does not fit in memory. s_test is exact (the configured solver).
         """
-        if not isinstance(dim, int) or not 1 <= dim <= self.n_params:
-            raise InfluenceInputError(
-                f"the projection dimension must be an integer in [1, p = {self.n_params}], got {dim!r}"
-            )
+        dim = as_real(dim, "dim", minimum=1, maximum=self.n_params, integer=True, fix=f"pass 1..p = {self.n_params}")
+        seed = as_real(seed, "seed", integer=True, fix="pass an integer seed")
         x, y = self._coerce_test(X_test, y_test)
         if (dim, seed) not in self._projections:
             generator = torch.Generator().manual_seed(seed)
@@ -526,8 +646,7 @@ class InfluenceExplainer:
 
     def with_damping(self, damping: float) -> InfluenceExplainer:
         """The same explainer with another damping; train gradients (and an explicit Hessian) are reused."""
-        if not isinstance(damping, (int, float)) or not damping >= 0 or damping == float("inf"):
-            raise InfluenceInputError(f"damping must be a finite number >= 0, got {damping!r}")
+        damping = as_real(damping, "damping", minimum=0, fix="pass a number >= 0 such as 0.001")
         clone = copy.copy(self)
         clone.damping = float(damping)
         clone.hessian = TrainingHessian(
@@ -547,10 +666,8 @@ class InfluenceExplainer:
     def estimate_cost(self, n_test: int = 1, sample_size: int = 64) -> CostEstimate:
         """Preview ``influence`` for ``n_test`` new test points: gradient and Hessian-vector passes, memory
         and time, extrapolated from ``sample_size`` training points timed here. Nothing is cached."""
-        if not isinstance(n_test, int) or n_test < 1:
-            raise InfluenceInputError(f"n_test must be a positive integer, got {n_test!r}")
-        if not isinstance(sample_size, int) or sample_size < 1:
-            raise InfluenceInputError(f"sample_size must be a positive integer, got {sample_size!r}")
+        n_test = as_real(n_test, "n_test", minimum=1, integer=True, fix="pass the number of test points, e.g. 1")
+        sample_size = as_real(sample_size, "sample_size", minimum=1, integer=True, fix="pass e.g. 64")
         return estimate_cost(self, n_test, sample_size)
 
     def for_model(self, model: nn.Module, X_train: Any = None, y_train: Any = None) -> InfluenceExplainer:
@@ -568,6 +685,7 @@ class InfluenceExplainer:
             solver_options=self.solver.options,
             batch_size=self.batch_size,
             progress=self.progress,
+            output=self.objective.output,
         )
 
     def positive_definite(self) -> tuple[InfluenceExplainer, CurvatureReport]:
@@ -590,6 +708,9 @@ class InfluenceExplainer:
         (each one Hessian-vector product over the training set): ``steps`` of them, or by default as
         many as the extreme Ritz pairs need to converge (at most 200).
         """
+        if steps is not None:
+            steps = as_real(steps, "steps", minimum=1, integer=True, fix="pass e.g. steps=50, or None")
+        seed = as_real(seed, "seed", integer=True, fix="pass an integer seed")
         if isinstance(self.solver, ExactSolver):
             eigs = torch.linalg.eigvalsh(self.solver.hessian(self.hessian))
             estimate = EigenvalueEstimate(float(eigs[0]), float(eigs[-1]), "eigvalsh", self.n_params)
