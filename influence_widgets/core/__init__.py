@@ -4,15 +4,20 @@ from . import measurements
 from .curvature import DenseOperator, EigenvalueEstimate, TrainingHessian, lanczos_extremes
 from .errors import (
     ConvergenceWarning,
+    DistributedWorkError,
+    FrozenParameterWarning,
     InfluenceInputError,
     InfluenceWarning,
+    InsufficientMemoryError,
     ModelModeWarning,
     NonConvexWarning,
+    NotStationaryWarning,
     SolverDivergedError,
 )
 from .explainer import CurvatureReport, InfluenceExplainer
 from .losses import SmoothHinge
 from .solvers import CGOptions, ExactOptions, LissaOptions, SolveDiagnostics, make_solver
+from .stationarity import StationarityReport
 from .validation import LBFGSRetrain, LOOResult, RetrainingError, StepsRetrain
 
 __all__ = [
@@ -20,20 +25,25 @@ __all__ = [
     "ConvergenceWarning",
     "CurvatureReport",
     "DenseOperator",
+    "DistributedWorkError",
     "EigenvalueEstimate",
     "ExactOptions",
+    "FrozenParameterWarning",
     "InfluenceExplainer",
     "InfluenceInputError",
     "InfluenceWarning",
+    "InsufficientMemoryError",
     "LBFGSRetrain",
     "LOOResult",
     "LissaOptions",
     "ModelModeWarning",
     "NonConvexWarning",
+    "NotStationaryWarning",
     "RetrainingError",
     "SmoothHinge",
     "SolveDiagnostics",
     "SolverDivergedError",
+    "StationarityReport",
     "StepsRetrain",
     "TrainingHessian",
     "lanczos_extremes",

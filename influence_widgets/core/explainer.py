@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -214,9 +214,7 @@ class InfluenceExplainer:
             ) from error
         if not isinstance(outputs, torch.Tensor):
             chosen = "" if self.objective.output is None else f" (after output={self.objective.output!r})"
-            raise InfluenceInputError(
-                f"the model returns {describe_output(outputs)}{chosen}; the loss needs a tensor"
-            )
+            raise InfluenceInputError(f"the model returns {describe_output(outputs)}{chosen}; the loss needs a tensor")
         if not outputs.is_floating_point():
             raise InfluenceInputError(
                 f"the model returns {outputs.dtype} outputs; influence differentiates them, so the selected output "

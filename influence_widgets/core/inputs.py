@@ -111,9 +111,7 @@ def as_real(
     number in range. Any real scalar is accepted: Python and numpy numbers, 0-d tensors and arrays; bools
     and strings are not numbers here."""
     original = value
-    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 0:
-        value = value.item()
-    elif isinstance(value, np.generic):
+    if (isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 0) or isinstance(value, np.generic):
         value = value.item()
     kind = "an integer" if integer else "a real number"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -122,7 +120,7 @@ def as_real(
             + (f"; {fix}" if fix else f"; pass {name}={'10' if integer else '0.01'}-style plain numbers")
         )
     if integer:
-        if isinstance(value, float) and not value.is_integer() or not np.isfinite(float(value)):
+        if (isinstance(value, float) and not value.is_integer()) or not np.isfinite(float(value)):
             kind = "a positive integer" if minimum == 1 else "an integer"
             raise InfluenceInputError(f"{name} must be {kind}, got {original!r}; pass a whole number")
         value = int(value)

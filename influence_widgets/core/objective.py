@@ -55,9 +55,7 @@ def _keys_of(model: nn.Module, params: Any) -> list[str]:
     elif isinstance(params, Mapping):
         params = list(params.values()) if all(isinstance(v, torch.Tensor) for v in params.values()) else params
     if isinstance(params, (str, bytes)) or not isinstance(params, Iterable):
-        raise InfluenceInputError(
-            f"params={params!r} is not a parameter selection; pass {_PARAMS_FORMS}"
-        )
+        raise InfluenceInputError(f"params={params!r} is not a parameter selection; pass {_PARAMS_FORMS}")
     keys: list[Any] = []
     for entry in params:
         if isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[1], torch.Tensor):
@@ -72,9 +70,7 @@ def _keys_of(model: nn.Module, params: Any) -> list[str]:
         elif isinstance(entry, str):
             keys.append(entry)
         else:
-            raise InfluenceInputError(
-                f"params contains {entry!r} of type {type(entry).__name__}; pass {_PARAMS_FORMS}"
-            )
+            raise InfluenceInputError(f"params contains {entry!r} of type {type(entry).__name__}; pass {_PARAMS_FORMS}")
     return keys
 
 
@@ -203,7 +199,9 @@ class Objective:
             raise InfluenceInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
             raise InfluenceInputError("loss_fn must be callable as loss_fn(outputs, targets)")
-        if output is not None and not (isinstance(output, (int, str)) and not isinstance(output, bool) or callable(output)):
+        if output is not None and not (
+            (isinstance(output, (int, str)) and not isinstance(output, bool)) or callable(output)
+        ):
             raise InfluenceInputError(
                 f"output must be an index, a key or a function of the model's output, got {output!r}; e.g. "
                 "output=0 for a model returning (logits, features), output='logits' for a dict"

@@ -23,8 +23,9 @@ import torch
 from torch import nn
 
 from .errors import InfluenceInputError
-from .inputs import check_indices
+from .inputs import as_real, check_indices
 from .progress import progress_counter
+from .stationarity import StationarityReport
 
 Retrainer = Callable[[nn.Module, torch.Tensor, torch.Tensor], nn.Module]
 
@@ -138,6 +139,7 @@ class LOOResult:
     retrain: str = ""
     stopped_early: bool = False
     note: str = "actual changes are measured against a retraining with nothing removed (the drift baseline)"
+    stationarity: StationarityReport | None = None
 
     @staticmethod
     def _pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -180,11 +182,12 @@ class LOOResult:
                 f"slope {self.slope(True):.3f}"
             )
         drift = float(np.abs(self.drift).max()) if self.drift.size else 0.0
-        return (
-            text
-            + f"; max |drift| {drift:.2e}; {self.seconds_total:.1f} s"
-            + (" (stopped early)" if self.stopped_early else "")
+        text += f"; max |drift| {drift:.2e}; {self.seconds_total:.1f} s" + (
+            " (stopped early)" if self.stopped_early else ""
         )
+        if self.stationarity is not None and not self.stationarity.is_stationary:
+            text += f". Warning: {self.stationarity.summary()}"
+        return text
 
 
 def select_points(explainer, predicted: torch.Tensor, n_points: int, select: Any, seed: int) -> list[torch.Tensor]:
@@ -225,7 +228,10 @@ def validate_loo(
     before the next one (a widget's stop button), keeping the points done.
     """
     start = time.perf_counter()
-    x, y = explainer._coerce_test(X_test, y_test)
+    x, y = explainer.coerce_test(X_test, y_test)
+    if max_seconds is not None:
+        max_seconds = as_real(max_seconds, "max_seconds", minimum=0, fix="pass a number of seconds, or None")
+    stationarity = explainer.stationarity()
     builtin = {"lbfgs": LBFGSRetrain(), "steps": StepsRetrain()}
     if isinstance(retrain, str) and retrain in builtin:
         method = builtin[retrain]
@@ -270,21 +276,25 @@ def validate_loo(
     drift = np.zeros(0)
 
     def result(stopped: bool) -> LOOResult:
-        return LOOResult(
-            np.asarray(rows),
-            np.asarray(removed),
-            np.asarray(predicted),
-            np.asarray(actual),
-            np.asarray(refined) if refine else None,
+        k = min(len(rows), len(removed), len(predicted), len(actual), *([len(refined)] if refine else []))
+        return LOOResult(  # cut to the entries complete in every list: an interrupt may land between appends
+            np.asarray(rows[:k]),
+            np.asarray(removed[:k]),
+            np.asarray(predicted[:k]),
+            np.asarray(actual[:k]),
+            np.asarray(refined[:k]) if refine else None,
             drift,
             timings,
             time.perf_counter() - start,
             label,
             stopped,
+            stationarity=stationarity,
         )
 
     try:
         drift_loss = test_losses(retrain_without(all_points))
+    except KeyboardInterrupt:  # nothing retrained yet: an empty, stopped result
+        return result(True)
     except InfluenceInputError as error:
         raise RetrainingError(str(error), result(True)) from error
     except Exception as error:
@@ -303,9 +313,6 @@ def validate_loo(
             keep[index] = False
             try:
                 losses = test_losses(retrain_without(keep))
-            except KeyboardInterrupt:  # the notebook's stop button: keep what is done
-                stopped = True
-                break
             except InfluenceInputError as error:
                 raise RetrainingError(str(error), result(True)) from error
             except Exception as error:
@@ -326,6 +333,8 @@ def validate_loo(
             bar.update(1)
             if on_point is not None:
                 on_point(result(False))
+    except KeyboardInterrupt:  # the notebook's stop button, in a retraining or a callback: keep what is done
+        stopped = True
     finally:
         bar.close()
     return result(stopped)

@@ -12,7 +12,6 @@ from ..memory import check_fits
 from .base import SolveDiagnostics
 from .options import ExactOptions
 
-
 SINGULAR_RELATIVE = 1e-6  # the damping suggested for a singular H: lambda_max x this (condition number ~1e6)
 
 
@@ -69,7 +68,9 @@ class ExactSolver:
         """The explicit float64 Hessian, built once per operator."""
         self.check_size(operator.size)
         if self._operator is not operator or self._hessian is None:
-            self.check_memory(operator.size, getattr(operator, "dtype", torch.float64).itemsize, getattr(operator, "device", "cpu"))
+            self.check_memory(
+                operator.size, getattr(operator, "dtype", torch.float64).itemsize, getattr(operator, "device", "cpu")
+            )
             self._hessian = operator.dense(self.options.block).to(torch.float64)
             self._operator = operator
             self._factor = None

@@ -2,9 +2,49 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import numbers
+import typing
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
 
 from ..errors import InfluenceInputError
+
+
+def _check_field_types(options: object) -> None:
+    """Each field must have its annotated type: ints for int fields (numpy and 0-d tensor integers are
+    converted), real numbers for float fields, bools for bool fields, strings for str fields; None only
+    where the annotation allows it. Bools are not numbers here."""
+    hints = typing.get_type_hints(type(options))
+    cls = type(options).__name__
+    for f in fields(options):
+        value = getattr(options, f.name)
+        allowed = typing.get_args(hints[f.name]) or (hints[f.name],)
+        if value is None and type(None) in allowed:
+            continue
+        if isinstance(value, (np.generic, np.ndarray, torch.Tensor)) and getattr(value, "ndim", 0) == 0:
+            value = value.item()
+        if bool in allowed:
+            ok = isinstance(value, (bool, np.bool_))
+        elif int in allowed:
+            ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        elif float in allowed:
+            ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+            value = float(value) if ok else value
+        elif str in allowed:
+            ok = isinstance(value, str)
+        else:
+            ok = True
+        if not ok:
+            names = " or ".join(t.__name__ for t in allowed)
+            raise InfluenceInputError(
+                f"{cls}.{f.name} must be {names}, got {getattr(options, f.name)!r} of type "
+                f"{type(getattr(options, f.name)).__name__}; pass e.g. {cls}({f.name}={f.default!r})"
+            )
+        if int in allowed and not isinstance(value, bool):
+            value = int(value)
+        object.__setattr__(options, f.name, value)
 
 
 def _require(condition: bool, message: str) -> None:
@@ -24,6 +64,7 @@ class ExactOptions:
     block: int = 128
 
     def __post_init__(self) -> None:
+        _check_field_types(self)
         _require(self.max_params >= 1, f"ExactOptions.max_params must be >= 1, got {self.max_params}")
         _require(self.block >= 1, f"ExactOptions.block must be >= 1, got {self.block}")
 
@@ -61,6 +102,7 @@ class CGOptions:
     recycle: bool = True
 
     def __post_init__(self) -> None:
+        _check_field_types(self)
         _require(self.rtol is None or 0 < self.rtol < 1, f"CGOptions.rtol must lie in (0, 1), got {self.rtol}")
         _require(self.max_iter >= 1, f"CGOptions.max_iter must be >= 1, got {self.max_iter}")
         _require(
@@ -101,6 +143,7 @@ class LissaOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        _check_field_types(self)
         _require(self.scale is None or self.scale > 0, f"LissaOptions.scale must be > 0, got {self.scale}")
         _require(self.depth is None or self.depth >= 1, f"LissaOptions.depth must be >= 1, got {self.depth}")
         _require(self.repeats >= 1, f"LissaOptions.repeats must be >= 1, got {self.repeats}")
