@@ -3,9 +3,9 @@
 Influence functions are derivatives at a minimum of R(theta) = (1/n) sum_i L(z_i, theta) +
 (lambda/2) ||theta||^2. Where grad R(theta-hat) = g is not zero, retraining (leave-one-out, the
 attacks) first walks down g, a move of about H^-1 g, against H^-1 grad L(z) / n for one removal: the
-influence of a point is then lost in the drift. The parameters are called stationary when
-n x ratio <= 0.1: the residual gradient pulls less than a tenth of what removing one point does. ``ratio`` = ||g|| / (typical ||grad L(z_i)||) measures
-this on the scale of one point's pull; ``n * ratio`` is the number of removals the drift is worth.
+influence of a point is then lost in the drift. ``ratio`` = ||g|| / (typical ||grad L(z_i)||);
+``n * ratio`` is the number of removals the residual gradient is worth. The parameters are called
+stationary when n x ratio <= 0.1: the residual pulls less than a tenth of what removing one point does.
 """
 
 from __future__ import annotations
@@ -53,12 +53,14 @@ class StationarityReport:
     def summary(self) -> str:
         figures = (
             f"||grad R(theta)|| = {self.gradient_norm:.3g}, {self.ratio:.2g} x the typical per-example gradient "
-            f"({self.per_example_scale:.3g}); the residual gradient pulls like {self.removals_equivalent:.3g} removal(s)"
+            f"({self.per_example_scale:.3g}); the residual gradient pulls like "
+            f"{self.removals_equivalent:.3g} removal(s)"
         )
         if self.is_stationary:
             return f"the parameters are at a minimum of the training objective: {figures}"
         return (
-            f"the parameters are NOT at a minimum of the training objective: {figures}, above the limit of {STATIONARITY_REMOVALS:g} removal(s) ({self.threshold:.2g} x). "
+            f"the parameters are NOT at a minimum of the training objective: {figures}, above the limit of "
+            f"{STATIONARITY_REMOVALS:g} removal(s) ({self.threshold:.2g} x). "
             "Influence assumes a minimum, and leave-one-out retraining will drift away from these parameters. "
             "Train longer, or polish with full-batch L-BFGS on the same loss and weight_decay "
             "(influence_widgets.data.fit_lbfgs), then build the explainer again"
