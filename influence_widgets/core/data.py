@@ -10,12 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, SequentialSampler
 from torch.utils.data.dataloader import default_collate
 
 from .errors import InfluenceInputError
-from .inputs import cast_inputs, cast_targets, check_finite
+from .inputs import cast_inputs, cast_targets, check_class_targets, check_finite
+
+ITEMS_CHECKED_AT_CONSTRUCTION = 4096  # a Dataset's first items read and checked when the explainer is built
 
 
 class TrainingData:
@@ -59,6 +62,85 @@ def _pair(batch: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
+_ARRAY_FIX = "return tensors (torch.as_tensor(...)) or numpy arrays of numbers from __getitem__"
+
+
+def _describe(value: Any) -> tuple[tuple[int, ...], bool] | str:
+    """(shape, floating) of a numeric item part, or why it is not one."""
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape), value.is_floating_point()
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "biuf":
+            return f"a numpy array of dtype {value.dtype}"
+        return value.shape, value.dtype.kind == "f"
+    if isinstance(value, (bool, np.bool_)):
+        return (), False
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return (), isinstance(value, (float, np.floating))
+    if isinstance(value, (str, bytes)):
+        return f"a string ({value[:20]!r})"
+    return f"a {type(value).__name__}"
+
+
+def check_item(item: Any, index: int, reference: tuple | None) -> tuple:
+    """Check one Dataset item, ``(x_i, y_i)`` of numbers with the shapes of item 0 (``reference``);
+    return its signature ((x shape, x floating), (y shape, y floating))."""
+    where = f"item {index} of the training Dataset"
+    if not (isinstance(item, (tuple, list)) and len(item) == 2):
+        what = f"a sequence of {len(item)}" if isinstance(item, (tuple, list)) else f"a {type(item).__name__}"
+        raise InfluenceInputError(
+            f"{where} is {what}; a training Dataset must yield (input, target) pairs: dataset[i] returns "
+            "(x_i, y_i). Wrap the dataset so that it does"
+        )
+    signature = []
+    for part, value in (("input", item[0]), ("target", item[1])):
+        described = _describe(value)
+        if isinstance(described, str):
+            raise InfluenceInputError(f"the {part} of {where} is {described}; {_ARRAY_FIX}")
+        signature.append(described)
+    signature = tuple(signature)
+    if reference is not None and signature != reference:
+        (xs, xf), (ys, yf) = signature
+        (rxs, rxf), (rys, ryf) = reference
+        if xs != rxs or ys != rys:
+            raise InfluenceInputError(
+                f"{where} has input shape {xs} and target shape {ys} but item 0 has {rxs} and {rys}; every item "
+                "must have the same shapes (pad, crop or resize them in __getitem__)"
+            )
+        raise InfluenceInputError(
+            f"{where} mixes number kinds with item 0 (floating input {xf} vs {rxf}, floating target {yf} vs {ryf}); "
+            "return the same dtypes from every item"
+        )
+    return signature
+
+
+class _Indexed(Dataset):
+    """``(i, dataset[i])``: so that the collate function can name a bad item by its training index."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[int, Any]:
+        return index, self.dataset[index]
+
+
+class _CheckedCollate:
+    """Check each item against the reference signature, then collate the items with ``collate_fn``."""
+
+    def __init__(self, collate_fn: Callable[[list], Any], reference: tuple | None) -> None:
+        self.collate_fn = collate_fn
+        self.reference = reference
+
+    def __call__(self, batch: list[tuple[int, Any]]) -> Any:
+        if self.reference is not None:
+            for index, item in batch:
+                check_item(item, index, self.reference)
+        return self.collate_fn([item for _, item in batch])
+
+
 class StreamedData:
     """A ``Dataset`` read ``chunk`` items at a time; ``dataset[i]`` must return ``(x_i, y_i)``.
 
@@ -91,6 +173,12 @@ class StreamedData:
         self.collate_fn = collate_fn
         self.num_workers = num_workers
         self._n = n
+        self.n_classes: int | None = None  # set by the explainer: class targets checked in every chunk read
+        self._reference: tuple | None = None
+        if collate_fn is default_collate:  # items are (x, y) pairs: check them, the first ones now
+            self._reference = check_item(dataset[0], 0, None)
+            for i in range(1, min(n, ITEMS_CHECKED_AT_CONSTRUCTION)):
+                check_item(dataset[i], i, self._reference)
         x, _ = self.take(torch.tensor([0]))
         self._feature_shape = x.shape[1:]
         if isinstance(dataset, ConcatDataset):
@@ -137,14 +225,21 @@ class StreamedData:
     def _cast(self, batch: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = _pair(batch, where)
         check_finite(x, where)
+        if self.n_classes is not None:
+            check_class_targets(y, self.n_classes, f"the targets of {where}")
         return cast_inputs(x, self.dtype).to(self.device), cast_targets(y, self.dtype).to(self.device)
 
     def take(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._cast(self.collate_fn([self.dataset[int(i)] for i in indices]), "the training Dataset")
+        items = [(int(i), self.dataset[int(i)]) for i in indices]
+        return self._cast(_CheckedCollate(self.collate_fn, self._reference)(items), "the training Dataset")
 
     def chunks(self, size: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
         loader = DataLoader(
-            self.dataset, batch_size=size, shuffle=False, collate_fn=self.collate_fn, num_workers=self.num_workers
+            _Indexed(self.dataset),
+            batch_size=size,
+            shuffle=False,
+            collate_fn=_CheckedCollate(self.collate_fn, self._reference),
+            num_workers=self.num_workers,
         )
         start = 0
         for batch in loader:

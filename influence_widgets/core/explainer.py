@@ -169,8 +169,11 @@ class InfluenceExplainer:
         sample, _ = self.data.take(torch.arange(min(_LINEAR_HEAD_SAMPLE, batch_size, self.n_train)))
         self._check_deterministic(sample)
         self._n_outputs = self._output_columns(sample)
-        if not streamed and self._n_outputs is not None:
-            check_class_targets(self.data.y, self._n_outputs, "y_train")
+        if self._n_outputs is not None:
+            if streamed:
+                self.data.n_classes = self._n_outputs  # checked chunk by chunk as the Dataset is read
+            else:
+                check_class_targets(self.data.y, self._n_outputs, "y_train")
         self._fingerprint = self._training_fingerprint()
         self.objective.linear_head = find_linear_head(self.objective, sample)
         self.hessian = TrainingHessian(
@@ -193,6 +196,11 @@ class InfluenceExplainer:
     @property
     def n_train(self) -> int:
         return len(self.data)
+
+    @property
+    def n_outputs(self) -> int | None:
+        """C, the model's output columns, when the targets are class indices checked against them (else None)."""
+        return self._n_outputs
 
     @property
     def n_params(self) -> int:
@@ -588,7 +596,11 @@ class InfluenceExplainer:
         test points cost n x dim instead of a pass of per-example gradients: fast approximate ranking
         when G itself does not fit in memory. s_test is exact (the configured solver).
         """
-        dim = as_real(dim, "dim", minimum=1, maximum=self.n_params, integer=True, fix=f"pass 1..p = {self.n_params}")
+        dim = as_real(dim, "dim", integer=True, fix=f"the projection dimension, an integer in [1, p = {self.n_params}]")
+        if not 1 <= dim <= self.n_params:
+            raise InfluenceInputError(
+                f"the projection dimension must be an integer in [1, p = {self.n_params}], got dim={dim!r}"
+            )
         seed = as_real(seed, "seed", integer=True, fix="pass an integer seed")
         x, y = self._coerce_test(X_test, y_test)
         if (dim, seed) not in self._projections:

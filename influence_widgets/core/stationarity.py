@@ -88,10 +88,10 @@ def measure_stationarity(explainer) -> StationarityReport:
     else:
         generator = torch.Generator().manual_seed(0)
         sample = torch.randperm(n, generator=generator)[:_SCALE_SAMPLE].sort().values
-        x, y = explainer.data.take(sample)
+        step = explainer.batch_size  # a Dataset is read at most batch_size items at a time
         rows = [
-            objective.per_example_grads(x[i : i + explainer.batch_size], y[i : i + explainer.batch_size], None)
-            for i in range(0, len(x), explainer.batch_size)
+            objective.per_example_grads(*explainer.data.take(sample[i : i + step]), None)
+            for i in range(0, len(sample), step)
         ]
         norms = torch.linalg.vector_norm(torch.cat(rows).double(), dim=1)
     scale = float(norms.square().mean().sqrt())

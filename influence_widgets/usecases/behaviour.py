@@ -38,7 +38,7 @@ class LocalitySummary:
 
 def influence_locality(explainer, x_test: Any, y_test: Any, features: Any = None) -> list[LocalitySummary]:
     """A ``LocalitySummary`` per test point; distances in input space, or in ``features(x)`` space."""
-    x, y = explainer._coerce_test(x_test, y_test)
+    x, y = explainer.coerce_test(x_test, y_test)
     check_feature_shape(x, explainer.data.feature_shape, "x_test")
     influence = explainer.influence(x, y).double().numpy()
     with torch.no_grad():

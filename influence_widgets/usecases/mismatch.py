@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..core.errors import InfluenceInputError
+from ..core.inputs import as_real
 
 
 @dataclass
@@ -104,15 +105,14 @@ def domain_mismatch_report(
     Inputs must be flat [n, n_features] (tabular). ``groups_train``/``groups_test``: optional subgroup
     labels per row (for example "child"/"adult") for the per-group error and over-representation report.
     """
-    x, y = explainer._coerce_test(X_test, y_test)
+    x, y = explainer.coerce_test(X_test, y_test)
     if x.ndim != 2:
         raise InfluenceInputError(f"domain_mismatch_report needs tabular inputs [n, n_features]; got {tuple(x.shape)}")
     n_features = x.shape[1]
     names = [f"x{i}" for i in range(n_features)] if feature_names is None else list(feature_names)
     if len(names) != n_features:
         raise InfluenceInputError(f"feature_names has {len(names)} names but the inputs have {n_features} features")
-    if not 1 <= top_k <= explainer.n_train:
-        raise InfluenceInputError(f"top_k must lie in [1, {explainer.n_train}], got {top_k}")
+    top_k = as_real(top_k, "top_k", minimum=1, maximum=explainer.n_train, integer=True, fix="pass e.g. top_k=10")
     group_arrays = []
     for name, groups, n in (("groups_train", groups_train, explainer.n_train), ("groups_test", groups_test, len(x))):
         array = None if groups is None else np.asarray(groups).astype(str)
