@@ -3,8 +3,11 @@
 Each worker holds the model (as an ``Objective``) and its shards, and computes its part of G @ v
 (scores), of sum_i nabla^2 L_i @ V (Hessian-vector products for CG, LiSSA's scale and the explicit
 Hessian) and of the Gauss-Newton sum (the explicit Hessian's affine block, CG's preconditioner);
-the client adds the parts up. Every shard, its gradients and the model are Dask
-futures computed by tasks, so when a worker dies, Dask recomputes what it held on another worker.
+the client adds the parts up. Every shard, its gradients, the model and the vectors of each query
+are Dask futures computed by tasks (nothing is scattered), so when a worker dies, Dask recomputes
+what it held on another worker. Each gather waits at most ``timeout`` seconds; a query whose tasks
+were lost, cancelled or timed out is submitted again afresh (``retries`` times), then refused with
+a ``DistributedWorkError``: the same scores or a clear error in bounded time, never a hang.
 
 Shards are contiguous ranges of training indices: the slices of tensors, ``Subset``s of a Dataset,
 or the parts of a ``ConcatDataset`` as given. Tensor slices travel inside the task graph; for large
@@ -13,6 +16,8 @@ data, pass a Dataset that reads its items lazily (from files the workers can see
 
 from __future__ import annotations
 
+import concurrent.futures
+from collections.abc import Callable
 from itertools import pairwise
 from typing import Any
 
@@ -21,7 +26,7 @@ from torch.utils.data import ConcatDataset, Subset
 
 from .curvature import TrainingHessian
 from .data import StreamedData, TrainingData
-from .errors import InfluenceInputError
+from .errors import DistributedWorkError, InfluenceInputError
 from .gauss_newton import gauss_newton_sum, jacobian_chunks
 from .objective import Objective
 
@@ -99,28 +104,89 @@ def _make_shard(source: Any, device: torch.device, dtype: torch.dtype, collate_f
     return StreamedData(source, device, dtype, collate_fn)
 
 
-class ShardedTraining:
-    """An explainer's training set and model placed on a Dask cluster, ``n_shards`` contiguous shards."""
+def _lost_work_errors() -> tuple[type[BaseException], ...]:
+    """What a lost worker surfaces as: closed connections, killed workers, cancelled futures, timeouts."""
+    from distributed import KilledWorker
+    from distributed.comm.core import CommClosedError
 
-    def __init__(self, explainer, client: Any, n_shards: int | None = None) -> None:
+    return (
+        CommClosedError,
+        KilledWorker,
+        concurrent.futures.CancelledError,
+        TimeoutError,
+        concurrent.futures.TimeoutError,
+        OSError,
+    )
+
+
+DEFAULT_TIMEOUT = 120.0  # seconds one gather may wait before the query is submitted again
+DEFAULT_RETRIES = 3
+
+
+class ShardedTraining:
+    """An explainer's training set and model placed on a Dask cluster, ``n_shards`` contiguous shards.
+
+    ``timeout``: seconds each gather waits; ``retries``: how often a query whose work was lost (a worker
+    died, futures cancelled, the wait timed out) is submitted again before a ``DistributedWorkError``.
+    """
+
+    def __init__(
+        self,
+        explainer,
+        client: Any,
+        n_shards: int | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+    ) -> None:
         self.client = check_client(client)
         n_workers = max(1, len(client.scheduler_info().get("workers", {})))
         n_shards = 2 * n_workers if n_shards is None else n_shards
-        if not isinstance(n_shards, int) or n_shards < 1:
-            raise InfluenceInputError(f"n_shards must be a positive integer, got {n_shards!r}")
+        if isinstance(n_shards, bool) or not isinstance(n_shards, int) or n_shards < 1:
+            raise InfluenceInputError(f"n_shards must be a positive integer, got {n_shards!r}; e.g. n_shards=4")
+        self.timeout = float(timeout)
+        self.retries = int(retries)
         data, objective = explainer.data, explainer.objective
+        self._objective_value = objective
         self.n_train = len(data)
         self.batch_size = explainer.batch_size
-        collate = getattr(data, "collate_fn", None)
-        self.objective = client.submit(_identity, objective, pure=False)
-        sources = _shard_sources(data, min(n_shards, self.n_train))
-        self.starts = [start for start, _ in sources]
+        self._collate = getattr(data, "collate_fn", None)
+        self._sources = _shard_sources(data, min(n_shards, self.n_train))
+        self.starts = [start for start, _ in self._sources]
+        self._place()
+        self.hessian = DistributedHessian(explainer, self)
+
+    def _place(self) -> None:
+        """Submit the model and the shards as tasks (recomputable from the graph if a worker dies)."""
+        objective = self._objective_value
+        self.objective = self.client.submit(_identity, objective, pure=False)
         self.shards = [
-            client.submit(_make_shard, source, objective.device, objective.dtype, collate, pure=False)
-            for _, source in sources
+            self.client.submit(_make_shard, source, objective.device, objective.dtype, self._collate, pure=False)
+            for _, source in self._sources
         ]
         self._gradients: list[Any] | None = None
-        self.hessian = DistributedHessian(explainer, self)
+
+    def _run(self, submit: Callable[[], list[Any]], what: str) -> list[Any]:
+        """Submit the parts of one query and gather them within ``timeout``; resubmit afresh when work was
+        lost, at most ``retries`` times. Errors raised by the user's code on a worker pass through."""
+        from distributed import wait
+
+        lost = _lost_work_errors()
+        last: BaseException | None = None
+        for _ in range(self.retries + 1):
+            parts = submit()
+            try:
+                wait(parts, timeout=self.timeout)
+                return self.client.gather(parts)
+            except lost as error:
+                last = error
+                for part in parts:
+                    part.cancel()
+                self._place()  # the model, the shards and their gradients under fresh keys
+        raise DistributedWorkError(
+            f"{what} on the Dask cluster failed {self.retries + 1} times (workers lost or no answer within "
+            f"{self.timeout:g} s; last: {type(last).__name__}: {last}). Check that the cluster has live workers "
+            "(client.wait_for_workers(1)), or call without client= to compute in this process"
+        ) from last
 
     def gradients(self) -> list[Any]:
         """Futures of each shard's per-example gradients, computed once and kept on the workers."""
@@ -131,52 +197,61 @@ class ShardedTraining:
             ]
         return self._gradients
 
-    def _scatter(self, vectors: torch.Tensor) -> Any:
-        """``vectors`` on every worker under a fresh key. Hashed keys (Dask's default) repeat when the same
-        vectors are sent again (a restarted solve, a repeated query) and race with the release of the
-        previous future of that key: its tasks then fail with "lost dependencies" or wait forever
-        (dask/distributed#8576)."""
-        return self.client.scatter(vectors.detach().cpu(), broadcast=True, hash=False)
+    def _vectors(self, vectors: torch.Tensor) -> Any:
+        """``vectors`` as the result of a task under a fresh key (``pure=False``): recomputable from the graph
+        when the worker holding it dies, unlike scattered data; fresh keys because repeated hashed keys race
+        with the release of the previous future of that key (dask/distributed#8576)."""
+        return self.client.submit(_identity, vectors.detach().cpu(), pure=False)
 
     def scores(self, vectors: torch.Tensor) -> torch.Tensor:
         """vectors [m, p] @ G^T -> [m, n_train] on the CPU, each shard's columns computed on its worker."""
-        vectors_future = self._scatter(vectors)
-        parts = [self.client.submit(_scores, g, vectors_future, pure=False) for g in self.gradients()]
-        return torch.cat(self.client.gather(parts), dim=1)
+
+        def submit() -> list[Any]:
+            vectors_future = self._vectors(vectors)
+            return [self.client.submit(_scores, g, vectors_future, pure=False) for g in self.gradients()]
+
+        return torch.cat(self._run(submit, "scoring the training set"), dim=1)
 
     def gradient_chunks(self):
         """Yield ``(start, G_shard)`` shard by shard, fetched from the workers one at a time."""
-        for start, future in zip(self.starts, self.gradients()):
-            yield start, future.result()
+        for k, start in enumerate(self.starts):
+            (part,) = self._run(lambda k=k: [self.gradients()[k]], f"the gradients of shard {k}")
+            yield start, part
 
     def hessian_sum(self, vectors: torch.Tensor) -> torch.Tensor:
         """sum_i nabla^2 L(z_i) @ vectors over the whole training set, [p, m] on the CPU."""
-        vectors_future = self._scatter(vectors)
-        parts = [
-            self.client.submit(_hessian_sum, self.objective, shard, self.batch_size, vectors_future, pure=False)
-            for shard in self.shards
-        ]
-        return torch.stack(self.client.gather(parts)).sum(0)
+
+        def submit() -> list[Any]:
+            vectors_future = self._vectors(vectors)
+            return [
+                self.client.submit(_hessian_sum, self.objective, shard, self.batch_size, vectors_future, pure=False)
+                for shard in self.shards
+            ]
+
+        return torch.stack(self._run(submit, "a Hessian-vector product")).sum(0)
 
     def gauss_newton_sum(
         self, columns: torch.Tensor | None, positive_part: bool, low_precision: bool = False
     ) -> torch.Tensor:
         """sum_i J_i^T A_i J_i over the whole training set (see ``gauss_newton.gauss_newton_sum``), on the CPU."""
         columns = None if columns is None else columns.cpu()
-        parts = [
-            self.client.submit(
-                _gauss_newton_part,
-                self.objective,
-                shard,
-                self.batch_size,
-                columns,
-                positive_part,
-                low_precision,
-                pure=False,
-            )
-            for shard in self.shards
-        ]
-        return torch.stack(self.client.gather(parts)).sum(0)
+
+        def submit() -> list[Any]:
+            return [
+                self.client.submit(
+                    _gauss_newton_part,
+                    self.objective,
+                    shard,
+                    self.batch_size,
+                    columns,
+                    positive_part,
+                    low_precision,
+                    pure=False,
+                )
+                for shard in self.shards
+            ]
+
+        return torch.stack(self._run(submit, "the Gauss-Newton matrix")).sum(0)
 
 
 class DistributedHessian(TrainingHessian):

@@ -577,14 +577,26 @@ class InfluenceExplainer:
                 values.append(-(self.inverse_hvp(block.T, client).T * block).sum(1).cpu())
         return torch.cat(values)
 
-    def distribute(self, client: Any, n_shards: int | None = None) -> ShardedTraining:
+    def distribute(
+        self, client: Any, n_shards: int | None = None, *, timeout: float | None = None, retries: int | None = None
+    ) -> ShardedTraining:
         """Place the model and the training set on a Dask cluster, in ``n_shards`` contiguous shards
         (default: two per worker; a ``ConcatDataset``'s own parts). Kept per client and reused by every
-        method called with ``client=``; call again with ``n_shards`` to reshard."""
+        method called with ``client=``; call again with ``n_shards`` to reshard. ``timeout`` (seconds per
+        gather, default 120) and ``retries`` (default 3) bound a query when workers are lost: it is
+        resubmitted afresh, then refused with a ``DistributedWorkError``."""
         check_client(client)
+        if timeout is not None:
+            timeout = as_real(timeout, "timeout", strictly_above=0, fix="pass a number of seconds, e.g. 120")
+        if retries is not None:
+            retries = as_real(retries, "retries", minimum=0, integer=True, fix="pass e.g. retries=3")
         sharded = self._sharded.get(client.id)
         if sharded is None or (n_shards is not None and len(sharded.shards) != n_shards):
             sharded = self._sharded[client.id] = ShardedTraining(self, client, n_shards)
+        if timeout is not None:
+            sharded.timeout = timeout
+        if retries is not None:
+            sharded.retries = retries
         return sharded
 
     def approximate_influence(self, X_test: Any, y_test: Any, dim: int, seed: int = 0) -> torch.Tensor:
