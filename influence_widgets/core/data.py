@@ -175,14 +175,16 @@ class StreamedData:
         self._n = n
         self.n_classes: int | None = None  # set by the explainer: class targets checked in every chunk read
         self._reference: tuple | None = None
-        if collate_fn is default_collate:  # items are (x, y) pairs: check them, the first ones now
-            self._reference = check_item(dataset[0], 0, None)
-            for i in range(1, min(n, ITEMS_CHECKED_AT_CONSTRUCTION)):
-                check_item(dataset[i], i, self._reference)
+        checked = collate_fn is default_collate  # items are (x, y) pairs: check them, the first ones now
+        reference = check_item(dataset[0], 0, None) if checked else None
         x, _ = self.take(torch.tensor([0]))
         self._feature_shape = x.shape[1:]
         if isinstance(dataset, ConcatDataset):
             self._check_shard_shapes(dataset)
+        if checked:
+            self._reference = reference
+            for i in range(1, min(n, ITEMS_CHECKED_AT_CONSTRUCTION)):
+                check_item(dataset[i], i, self._reference)
 
     def _check_shard_shapes(self, dataset: ConcatDataset) -> None:
         """The parts of a ConcatDataset are shards: each must yield inputs of the same shape."""
