@@ -17,6 +17,8 @@ data, pass a Dataset that reads its items lazily (from files the workers can see
 from __future__ import annotations
 
 import concurrent.futures
+import importlib.util
+import sys
 from collections.abc import Callable
 from itertools import pairwise
 from typing import Any
@@ -33,6 +35,12 @@ from .objective import Objective
 
 def check_client(client: Any) -> Any:
     """Return ``client`` if it is a ``dask.distributed.Client``; explain otherwise."""
+    module = sys.modules.get("distributed")
+    if module is None and importlib.util.find_spec("distributed") is not None:  # not imported: not a Client
+        raise InfluenceInputError(
+            f"client must be a dask.distributed.Client, got {type(client).__name__}; create one with "
+            "Client(LocalCluster()) or Client('tcp://scheduler-address:8786')"
+        )
     try:
         from distributed import Client
     except ImportError as error:  # optional dependency

@@ -467,6 +467,8 @@ class InfluenceExplainer:
         quantity instead of the test loss. With a ``dask.distributed.Client``, the passes over the
         training set (scores and Hessian-vector products) run on its workers, shard by shard.
         """
+        if client is not None:
+            check_client(client)
         x, y = self._coerce_test(X_test, y_test)
         if measurement is not None:
             self._check_model_and_loss(measurement, "measurement")
@@ -490,12 +492,15 @@ class InfluenceExplainer:
         row with the largest |influence| are replaced by L(z_test, theta_-z) - L(z_test, theta_hat), with
         theta_-z one Newton step of the leave-one-out objective (see ``core.refinement``).
         """
+        if refine is not None and refine != "newton":
+            raise InfluenceInputError(f"unknown refine={refine!r}; use refine='newton' or None")
+        if refine is not None:
+            top_k = as_real(
+                top_k, "top_k", minimum=1, maximum=self.n_train, integer=True, fix=f"pass 1..{self.n_train}"
+            )
         first_order = -self.influence(X_test, y_test, measurement, client=client) / self.n_train
         if refine is None:
             return first_order
-        if refine != "newton":
-            raise InfluenceInputError(f"unknown refine={refine!r}; use refine='newton' or None")
-        top_k = as_real(top_k, "top_k", minimum=1, maximum=self.n_train, integer=True, fix=f"pass 1..{self.n_train}")
         x, y = self._coerce_test(X_test, y_test)
         top = torch.argsort(first_order.abs(), dim=1, descending=True)[:, :top_k]
         removed = torch.unique(top)

@@ -16,9 +16,17 @@ def as_tensor(values: Any, name: str) -> torch.Tensor:
     if isinstance(values, torch.Tensor):
         return values
     if isinstance(values, (np.ndarray, list, tuple)):
-        array = np.asarray(values)
-        if array.dtype == object:
-            raise InfluenceInputError(f"{name} could not be read as a numeric array; pass a tensor or numpy array")
+        try:
+            array = np.asarray(values)
+        except ValueError as error:  # ragged nested lists
+            raise InfluenceInputError(
+                f"{name} could not be read as a numeric array ({error}); pass a tensor or numpy array of numbers"
+            ) from error
+        if array.dtype.kind not in "biuf":
+            raise InfluenceInputError(
+                f"{name} could not be read as a numeric array (it holds {array.dtype} values); pass a tensor or "
+                "numpy array of numbers"
+            )
         return torch.as_tensor(array)
     raise InfluenceInputError(f"{name} must be a torch.Tensor or numpy array, got {type(values).__name__}")
 

@@ -190,6 +190,22 @@ class LOOResult:
         return text
 
 
+def check_selection(n: int, n_points: Any, select: Any, seed: Any) -> tuple[int, Any, int]:
+    """``n_points``, ``select`` (a name or checked indices) and ``seed``, checked before any work."""
+    seed = as_real(seed, "seed", integer=True, fix="pass an integer seed")
+    if isinstance(select, str):
+        if select not in ("top", "random"):
+            raise InfluenceInputError(f"unknown select={select!r}; use 'top', 'random' or a sequence of indices")
+        if isinstance(n_points, (np.integer, torch.Tensor)) and np.ndim(n_points) == 0:
+            n_points = int(n_points)
+        if isinstance(n_points, bool) or not isinstance(n_points, int) or not 1 <= n_points <= n:
+            raise InfluenceInputError(
+                f"n_points={n_points!r} but the training set has {n} points; ask for between 1 and {n}"
+            )
+        return n_points, select, seed
+    return n_points, check_indices(select, n, "select"), seed
+
+
 def select_points(explainer, predicted: torch.Tensor, n_points: int, select: Any, seed: int) -> list[torch.Tensor]:
     """Training indices to remove, per test row."""
     n = explainer.n_train
@@ -229,9 +245,9 @@ def validate_loo(
     """
     start = time.perf_counter()
     x, y = explainer.coerce_test(X_test, y_test)
+    n_points, select, seed = check_selection(explainer.n_train, n_points, select, seed)
     if max_seconds is not None:
         max_seconds = as_real(max_seconds, "max_seconds", minimum=0, fix="pass a number of seconds, or None")
-    stationarity = explainer.stationarity()
     builtin = {"lbfgs": LBFGSRetrain(), "steps": StepsRetrain()}
     if isinstance(retrain, str) and retrain in builtin:
         method = builtin[retrain]
@@ -242,6 +258,7 @@ def validate_loo(
             f"unknown retrain={retrain!r}; use 'lbfgs', 'steps', LBFGSRetrain(...), StepsRetrain(...) or a "
             "function retrain(model_copy, X, y) -> model"
         )
+    stationarity = explainer.stationarity()
     predicted_all = explainer.predicted_loss_change(x, y)
     per_row = select_points(explainer, predicted_all, n_points, select, seed)
     removed_union = torch.unique(torch.cat(per_row))
