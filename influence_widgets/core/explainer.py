@@ -57,6 +57,11 @@ _LINEAR_HEAD_SAMPLE = 64  # training points on which a closed-form linear layer 
 GRADIENT_CACHE_BYTES = 2**30  # "auto" keeps G [n, p] in memory up to this size, else streams it
 
 
+def _rng_left_alone(device: torch.device):
+    """Run a check's forward passes without advancing the user's global random state."""
+    return torch.random.fork_rng(devices=[] if device.type != "cuda" else [device])
+
+
 @dataclass(frozen=True)
 class CurvatureReport:
     """Extreme eigenvalues of H (weight decay and damping included) and the damping they call for.
@@ -211,7 +216,7 @@ class InfluenceExplainer:
         """Run the model and ``fn`` on two training rows; explain what is wrong if that fails."""
         x, y = self.data.take(torch.arange(min(2, self.n_train)))
         try:
-            with torch.no_grad():
+            with torch.no_grad(), _rng_left_alone(x.device):  # a random forward must not move the user's RNG
                 outputs = self.objective.outputs(x)
         except InfluenceInputError:
             raise
@@ -247,7 +252,7 @@ class InfluenceExplainer:
     def _check_deterministic(self, x: torch.Tensor) -> None:
         """Two forwards on the same rows must agree: dropout left on (``F.dropout`` without
         ``training=self.training``) or sampling in ``forward`` would make every score noise."""
-        with torch.no_grad(), torch.random.fork_rng(devices=[] if x.device.type == "cpu" else [x.device]):
+        with torch.no_grad(), _rng_left_alone(x.device):
             first = self.objective.outputs(x)
             second = self.objective.outputs(x)
         if torch.equal(first, second):

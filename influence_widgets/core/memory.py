@@ -38,12 +38,17 @@ def available_bytes(device: torch.device | str = "cpu") -> int | None:
         return None
 
 
+def format_bytes(n_bytes: float) -> str:
+    """GiB from 1 GiB up, else MiB."""
+    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.1f} MiB"
+
+
 def check_fits(n_bytes: int, what: str, alternatives: str, device: torch.device | str = "cpu") -> None:
     """Refuse, before allocating, an allocation of ``n_bytes`` that would not fit in 80 % of the free memory."""
     free = available_bytes(device)
     if free is None or n_bytes <= FRACTION_USABLE * free:
         return
     raise InsufficientMemoryError(
-        f"{what} needs {n_bytes / 2**30:.1f} GiB but only {free / 2**30:.1f} GiB is free on {torch.device(device)}; "
+        f"{what} needs {format_bytes(n_bytes)} but only {format_bytes(free)} is free on {torch.device(device)}; "
         f"{alternatives}"
     )
