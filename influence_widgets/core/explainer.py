@@ -686,10 +686,9 @@ class InfluenceExplainer:
         )
         clone.solver = make_solver(self.solver_name, self.solver.options, progress=self.progress)
         if isinstance(self.solver, ExactSolver) and self.solver.has_hessian(self.hessian):
-            shift = (clone.damping - self.damping) * torch.eye(self.n_params, dtype=torch.float64)
-            clone.solver.seed_hessian(
-                clone.hessian, self.solver.hessian(self.hessian) + shift.to(self.objective.device)
-            )
+            shifted = self.solver.hessian(self.hessian).clone()  # one p x p copy; no identity matrix formed
+            shifted.diagonal().add_(clone.damping - self.damping)
+            clone.solver.seed_hessian(clone.hessian, shifted)
         clone.diagnostics = []
         clone._s_test_cache = {}
         clone._sharded = {}
