@@ -12,6 +12,7 @@ from ..memory import check_fits
 from .base import SolveDiagnostics
 from .options import ExactOptions
 
+NEAR_SINGULAR_PIVOT = 1e-12  # relative to the largest: condition numbers above 1e12 leave float64 with 4 digits
 SINGULAR_RELATIVE = 1e-6  # the damping suggested for a singular H: lambda_max x this (condition number ~1e6)
 
 
@@ -88,7 +89,14 @@ class ExactSolver:
         hessian = self.hessian(operator)
         if self._factor is None:
             chol, info = torch.linalg.cholesky_ex(hessian)
-            if int(info) == 0:
+            pivots = chol.diagonal().square() if int(info) == 0 else None
+            # each pivot lies in [lambda_min, lambda_max]: a pivot near rounding level flags a numerically
+            # singular H that Cholesky got through by rounding; then the eigenvalues decide
+            suspicious = pivots is not None and float(pivots.min()) < NEAR_SINGULAR_PIVOT * float(pivots.max())
+            if suspicious:
+                eigs = torch.linalg.eigvalsh(hessian)
+                suspicious = float(eigs[0]) <= NEAR_SINGULAR_PIVOT * float(eigs[-1])
+            if int(info) == 0 and not suspicious:
                 self._factor = ("cholesky", chol, None)
             else:
                 eigs = torch.linalg.eigvalsh(hessian)
