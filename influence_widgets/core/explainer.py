@@ -538,6 +538,7 @@ class InfluenceExplainer:
         Removing z moves the parameters by about -I_up,params / n = H^-1 nabla L(z) / n.
         """
         idx = check_indices(train_indices, self.n_train, "train_indices")
+        self.stationarity()
         return (-self.inverse_hvp(self.gradients_at(idx).T).T).cpu()
 
     def influence_pert_loss(
@@ -576,6 +577,9 @@ class InfluenceExplainer:
         Dask ``client``, the gradients come from the workers shard by shard.
         """
         self.check_training_data_unchanged()
+        if client is not None:
+            check_client(client)
+        self.stationarity()
         if client is None:
             chunks = self.train_gradient_chunks(desc="self-influence")
         else:
