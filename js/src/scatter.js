@@ -50,6 +50,10 @@ export function renderScatter({ model, el }) {
     onView: () => { state.grid = null; rebuildGrid(); },
   });
 
+  // a seam for the browser tests: where point i is drawn, in the plot's CSS pixels (NaN when clipped)
+  plot.root.iwPointAt = (i) => (state && state.px ? [state.px[i], state.py[i]] : null);
+  plot.root.iwCount = () => (state ? state.xs.length : 0);
+
   function prepare() {
     const xs = asFloat32(model.get("distances"));
     const ys = asFloat32(model.get("changes"));

@@ -27,6 +27,7 @@ export function renderStrip({ model, el }) {
   cells.tabIndex = 0;
   cells.setAttribute("role", "listbox");
   cells.setAttribute("aria-label", "test points (arrow keys to move)");
+  cells.dataset.lmSuppressShortcuts = "true";  // the frontends' own arrow-key shortcuts stay out of the strip
   el.append(legend, cells);
 
   function describe(i) {
@@ -91,7 +92,7 @@ export function renderStrip({ model, el }) {
   cells.addEventListener("keydown", (event) => {
     const i = model.get("selected");
     const moves = { ArrowRight: i + 1, ArrowDown: i + 1, ArrowLeft: i - 1, ArrowUp: i - 1, Home: 0, End: count() - 1 };
-    if (event.key in moves) { event.preventDefault(); choose(moves[event.key]); }
+    if (event.key in moves) { event.preventDefault(); event.stopPropagation(); choose(moves[event.key]); }
   });
 
   const events = "change:labels change:predictions change:targets change:predicted_values change:thumbnails change:selected change:ids";
