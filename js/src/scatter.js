@@ -36,7 +36,8 @@ export function renderScatter({ model, el }) {
     swatch("dot", HELPFUL), "helpful", swatch("dot", HARMFUL), "harmful",
     ...(task === "regression" ? [] : [swatch("dot", "#555"), "same label as the test point", swatch("ring", "#555"),
       "different label"]));
-  const toolbar = h("div", "iw-toolbar", legend, h("span", "iw-spacer"), h("label", null, "y axis ", scaleSelect), reset);
+  const controls = h("span", "iw-controls", h("label", null, "y axis ", scaleSelect), reset);
+  const toolbar = h("div", "iw-toolbar", legend, controls);
   el.appendChild(toolbar);
 
   let state = null;

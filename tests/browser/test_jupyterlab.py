@@ -157,6 +157,12 @@ def test_explorer_notebook_renders_and_clicks_reach_the_kernel(jupyter, open_pag
     assert ours == [], ours
 
 
+def thrown_by_the_frontend(error: str) -> bool:
+    """An error whose innermost frame is in the frontend's own bundle (Notebook 7 throws one on start-up)."""
+    frames = [line for line in error.splitlines() if line.strip().startswith("at ")]
+    return bool(frames) and ("/static/notebook/" in frames[0] or "/static/lab/" in frames[0])
+
+
 def open_and_run(page, jupyter, frontend, name):
     from playwright.sync_api import expect
 
@@ -186,7 +192,7 @@ def test_views_lay_out_from_their_container_at_every_width(jupyter, browser, fro
     page.set_default_timeout(90_000)
     dialogs, errors = [], []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("pageerror", lambda e: errors.append(f"{e} {e.stack}"))
     try:
         open_and_run(page, jupyter, frontend, "geometry")
         output = page.locator(".jp-OutputArea-output").first
@@ -222,7 +228,8 @@ def test_views_lay_out_from_their_container_at_every_width(jupyter, browser, fro
         last.locator(".jp-InputArea-editor").click()
         page.keyboard.press("Control+Enter")
         expect(last.locator(".jp-OutputArea-output")).to_contain_text(f"CURRENT_ID=7 STRIP_IDS={test_ids}")
-        assert dialogs == [] and errors == [], (dialogs, errors)
+        ours = [e for e in errors if not thrown_by_the_frontend(e)]
+        assert dialogs == [] and ours == [], (dialogs, ours)
     finally:
         context.close()
 

@@ -41,4 +41,6 @@ export const COMMON_CSS = `
 .iw-toolbar { display: flex; flex-wrap: wrap; align-items: center; gap: 6px 10px; margin-bottom: 4px; font: 12px system-ui, sans-serif; }
 .iw-toolbar button, .iw-toolbar select { font: 12px system-ui, sans-serif; padding: 2px 8px; white-space: nowrap; }
 .iw-toolbar .iw-spacer { flex: 1 1 auto; }
+.iw-toolbar .iw-legend { flex: 1 1 auto; min-width: 0; }
+.iw-toolbar .iw-controls { flex: 0 0 auto; margin-left: auto; display: flex; gap: 8px; align-items: center; white-space: nowrap; }
 `;
