@@ -50,6 +50,7 @@ def check_layout(m: dict, expected_views: set[str]) -> None:
 
 HOVER_FARTHEST = """(selector) => {
   const root = document.querySelector(selector + " .iw-plot");
+  root.scrollIntoView({block: "center"});
   let best = -1, bx = -1, by = -1;
   for (let i = 0; i < root.iwCount(); i++) {
     const [x, y] = root.iwPointAt(i);

@@ -32,11 +32,13 @@ explorer""",
 
 # The user's ids and hostile strings in class names, row texts and training ids (issue 12, item 1).
 GEOMETRY_CELLS = [
-    CELLS[0].replace(
+    CELLS[0]
+    .replace(
         "loo_points=3)",
         "loo_points=3, test_ids=TEST_IDS, train_ids=[H + str(i) for i in range(200)],\n"
         "                   class_names=[H + str(c) for c in range(10)], row_text=[H] * 200)",
-    ).replace("torch.manual_seed(0)", "torch.manual_seed(0)\nH = HOSTILE\nTEST_IDS = [38, 54, 299, 7, 1160, 12, 5, 77]"),
+    )
+    .replace("torch.manual_seed(0)", "torch.manual_seed(0)\nH = HOSTILE\nTEST_IDS = [38, 54, 299, 7, 1160, 12, 5, 77]"),
     'print(f"CURRENT_ID={explorer.current_id} STRIP_IDS={explorer.strip.ids}")',
 ]
 
