@@ -65,10 +65,12 @@ TOOLTIP_BOX = """(selector) => {
   const tip = root.querySelector(".iw-tooltip");
   const r = tip.getBoundingClientRect(), p = root.getBoundingClientRect();
   tip.style.pointerEvents = "auto";  // elementFromPoint skips pointer-events: none
-  const hits = [[0.5, 0.5], [0.1, 0.1], [0.9, 0.9]].map(([fx, fy]) => document.elementFromPoint(r.left + fx * r.width, r.top + fy * r.height));
+  const at = ([fx, fy]) => document.elementFromPoint(r.left + fx * r.width, r.top + fy * r.height);
+  const hits = [[0.5, 0.5], [0.1, 0.1], [0.9, 0.9]].map(at);
   tip.style.pointerEvents = "";
   return {shown: getComputedStyle(tip).display !== "none", tip: [r.left, r.top, r.right, r.bottom],
-          plot: [p.left, p.top, p.right, p.bottom], onTop: hits.every((e) => e !== null && tip.contains(e)), text: tip.textContent};
+          plot: [p.left, p.top, p.right, p.bottom], onTop: hits.every((e) => e !== null && tip.contains(e)),
+          text: tip.textContent};
 }"""
 
 
@@ -80,7 +82,7 @@ def check_tooltip(page, selector: str) -> str:
     page.wait_for_timeout(50)
     t = page.evaluate(TOOLTIP_BOX, selector)
     assert t["shown"], t
-    (l, top, r, b), (pl, pt, pr, pb) = t["tip"], t["plot"]
-    assert l >= pl - 1 and top >= pt - 1 and r <= pr + 1 and b <= pb + 1, t
+    (left, top, right, bottom), (pl, pt, pr, pb) = t["tip"], t["plot"]
+    assert left >= pl - 1 and top >= pt - 1 and right <= pr + 1 and bottom <= pb + 1, t
     assert t["onTop"], ("tooltip covered", t)
     return t["text"]
