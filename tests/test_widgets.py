@@ -297,3 +297,66 @@ def test_export_data_cannot_become_markup_and_the_page_forbids_requests(digits_e
     assert f"script-src 'sha256-{digest}'" in csp  # only this script runs: no inline event handler can
     fallback = explorer.ranked._html_fallback()
     assert "<img" not in fallback and "<script" not in fallback and "&lt;img" in fallback
+
+
+def _loo(predicted, actual, drift, refined=None):
+    from influence_widgets.core.validation import LOOResult
+
+    n = len(predicted)
+    return LOOResult(
+        test_rows=np.zeros(n, dtype=int),
+        removed=np.arange(n),
+        predicted=np.asarray(predicted, dtype=float),
+        actual=np.asarray(actual, dtype=float),
+        refined=None if refined is None else np.asarray(refined, dtype=float),
+        drift=np.asarray([drift]),
+    )
+
+
+def test_the_verdict_names_the_likely_cause_when_retraining_disagrees():
+    from types import SimpleNamespace
+
+    from influence_widgets.widgets import loo_verdict
+
+    rng = np.random.default_rng(0)
+    predicted = rng.normal(size=12)
+    noisy = _loo(predicted, rng.normal(size=12) * 0.01 + 0.2 * predicted * 0, drift=0.23)  # uncorrelated
+    not_at_minimum = SimpleNamespace(ratio=41.0, is_stationary=False, summary=lambda: "gradient 41x the scale")
+    verdict = loo_verdict(noisy, stationarity=not_at_minimum, min_eigenvalue=-0.5)
+    assert verdict["agrees"] is False and "does not agree" in verdict["headline"]
+    causes = " ".join(verdict["causes"])
+    assert "not at a minimum (gradient 41 times" in causes and "drift (2.30e-01) is as large as the effects" in causes
+    assert "not convex here (smallest Hessian eigenvalue -0.5)" in causes
+    assert dict(verdict["figures"])["stationarity"] == "gradient 41x the scale"
+    newton = loo_verdict(_loo(predicted, predicted**3, 0.0, refined=predicted**3))
+    assert newton["agrees"] is False and "Newton-refined prediction agrees" in " ".join(newton["causes"])
+    scaled = loo_verdict(_loo(predicted, 5 * predicted, 0.0))
+    assert "the order is right but the scale is off (slope 5.00)" in " ".join(scaled["causes"])
+    good = loo_verdict(_loo(predicted, predicted + 0.01 * rng.normal(size=12), 0.0))
+    assert good["agrees"] is True and good["causes"] == []
+    assert loo_verdict(_loo(predicted[:2], predicted[:2], 0.0))["agrees"] is None  # too few to judge
+
+
+@pytest.mark.parametrize(("solver", "kind"), [("cg", "relative residual per CG iteration"), ("exact", "")])
+def test_the_solve_of_each_test_point_is_shown_for_every_solver(digits_explorer, solver, kind):
+    _, ex, split = digits_explorer
+    torch.manual_seed(0)
+    model = LogisticRegression(64, 10)
+    fit_lbfgs(model, cross_entropy_per_example, ex.data.x, ex.data.y, 0.01)
+    other = InfluenceExplainer(
+        model, cross_entropy_per_example, ex.data.x, ex.data.y, weight_decay=0.01, solver=solver, progress=False
+    )
+    explorer = explore(other, split.X_test[:3], split.y_test[:3], loo_points=2)
+    explorer.show(2)
+    view = explorer.diagnostics.view
+    shown = explorer.results[2].diagnostics
+    assert shown is other.diagnostics[-1] and view.trace_kind == kind
+    trace = np.frombuffer(view.trace, dtype=np.float32)
+    if kind:
+        np.testing.assert_allclose(trace, shown.residuals.astype(np.float32))
+    facts = dict(view.facts)
+    assert facts["solver"] == solver and facts["converged"] == ("yes" if shown.converged else "NO")
+    assert facts["final relative residual ||Hx - b|| / ||b||"] == f"{shown.residuals[-1]:.2e}"
+    explorer.show(0)
+    explorer.show(2)  # back to a point: its own solve again, not the latest one
+    assert explorer.diagnostics.view.facts == view.facts

@@ -232,3 +232,41 @@ def test_hostile_strings_in_the_report_stay_text(browser, tmp_path):
         assert [u for u in refused if not u.endswith("/x")] == []
     finally:
         context.close()
+
+
+def test_scatter_zooms_pans_resets_and_spreads_the_band_at_zero(open_page, static_server):
+    root, url = static_server
+    write_harness(root, 300, seed=2)
+    page = open_page(url).page
+    page.goto(f"{url}/harness.html")
+    page.wait_for_function("window.ready === true")
+    at = "(i) => document.querySelector('.iw-scatter .iw-plot').iwPointAt(i)"
+    box = page.locator(".iw-scatter .iw-overlay").bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    before = np.array([page.evaluate(at, i) for i in range(0, 300, 10)])
+    page.mouse.move(cx, cy)
+    page.mouse.wheel(0, -300)  # zoom in around the cursor
+    page.wait_for_timeout(100)
+    zoomed = np.array([page.evaluate(at, i) for i in range(0, 300, 10)])
+    centre = np.array([cx - box["x"], cy - box["y"]])
+    inside = np.isfinite(zoomed[:, 0])
+    assert inside.sum() < len(zoomed)  # some points left the view
+    assert (np.linalg.norm(zoomed[inside] - centre, axis=1) > np.linalg.norm(before[inside] - centre, axis=1)).all()
+    page.mouse.move(cx, cy)
+    page.mouse.down()
+    page.mouse.move(cx + 40, cy, steps=4)
+    page.mouse.up()
+    panned = np.array([page.evaluate(at, i) for i in range(0, 300, 10)])
+    both = inside & np.isfinite(panned[:, 0])
+    np.testing.assert_allclose(panned[both, 0] - zoomed[both, 0], 40, atol=1.5)
+    page.locator(".iw-scatter .iw-reset").click()
+    np.testing.assert_allclose(np.array([page.evaluate(at, i) for i in range(0, 300, 10)]), before, atol=1e-3)
+    page.locator(".iw-scatter .iw-y-scale").select_option("symlog")
+    assert page.evaluate("window.scatterModel.get('y_scale')") == "symlog"
+    spread = np.array([page.evaluate(at, i)[1] for i in range(300)])
+    linear = before[:, 1]
+    changes = np.asarray(json.loads((root / "data.json").read_text())["changes"])
+    small = np.abs(changes) < np.median(np.abs(changes))  # the band near zero takes more of the height
+    assert np.ptp(spread[small]) > 1.3 * np.ptp(
+        np.array([pixel(v, changes.min(), changes.max(), 358, 10) for v in changes[small]])
+    ), (np.ptp(spread[small]), np.ptp(linear))
