@@ -8,7 +8,7 @@ import { addStyle, COMMON_CSS, h, swatch } from "./lib/dom.js";
 import { PointGrid } from "./lib/hittest.js";
 import { HARMFUL, HELPFUL, NEUTRAL, SELECTED } from "./lib/palette.js";
 import { PLOT_CSS, Plot } from "./lib/plot.js";
-import { formatNumber, medianAbs, paddedExtent, ranks, symlog, symlogTicks } from "./lib/scales.js";
+import { formatNumber, medianAbs, niceFloor, paddedExtent, ranks, symlog, symlogTicks } from "./lib/scales.js";
 
 const CSS = `
 .iw-scatter { font: 12px system-ui, sans-serif; color: #222; width: 100%; min-width: 0; box-sizing: border-box; }
@@ -60,7 +60,7 @@ export function renderScatter({ model, el }) {
     const ys = asFloat32(model.get("changes"));
     const mode = model.get("y_scale") || "linear";
     let ty = ys, f = null;
-    if (mode === "symlog") { f = symlog(medianAbs(ys)); ty = Float32Array.from(ys, f); }
+    if (mode === "symlog") { f = symlog(niceFloor(medianAbs(ys))); ty = Float32Array.from(ys, f); }
     else if (mode === "rank") ty = ranks(ys);
     state = { xs, ys, ty, f, mode, same: asUint8(model.get("same_label")) };
     scaleSelect.value = mode;

@@ -133,3 +133,12 @@ describe("labels and rows", () => {
     expect(out[2].z).toBeCloseTo(0.1, 6);
   });
 });
+
+import { niceFloor } from "../src/lib/scales.js";
+describe("nice symlog range", () => {
+  it("rounds down to 1, 2 or 5 times a power of ten", () => {
+    expect(niceFloor(0.00152)).toBeCloseTo(0.001, 12);
+    expect(niceFloor(0.0031)).toBeCloseTo(0.002, 12);
+    expect(niceFloor(7)).toBe(5);
+  });
+});

@@ -132,9 +132,12 @@ export class Plot {
     ctx.textBaseline = "middle";
     const yCount = Math.max(2, Math.floor((h - top - bottom) / 50));
     const yt = yTicks || ticks(...y.domain, yCount).map((v) => ({ value: v, label: formatNumber(v) }));
+    const drawn = [];
     for (const t of yt) {
       const py = y(t.value);
       if (py < top - 0.5 || py > h - bottom + 0.5) continue;
+      if (drawn.some((q) => Math.abs(q - py) < 14)) continue;  // labels never overlap
+      drawn.push(py);
       ctx.fillText(t.label, left - 5, py);
       ctx.strokeStyle = t.value === 0 ? "#c8c8c8" : "#f0f0f0";
       ctx.beginPath();

@@ -49,6 +49,13 @@ export function symlog(c) {
   return f;
 }
 
+/** The largest of 1, 2, 5 x 10^k at most v (a readable symlog range). */
+export function niceFloor(v) {
+  if (!(v > 0)) return 1;
+  const power = Math.pow(10, Math.floor(Math.log10(v)));
+  return [5, 2, 1].map((m) => m * power).find((s) => s <= v * (1 + 1e-12));
+}
+
 /** The median of the finite nonzero |values| (symlog's linear range), 1 when there are none. */
 export function medianAbs(values) {
   const a = [];
