@@ -1,162 +1,146 @@
-// Influence versus Euclidean distance (the paper's Figure 4): one dot per training point.
-import { asFloat32, asInt32, asUint8 } from "./lib/arrays.js";
+// Influence versus distance (the paper's Figure 4): one mark per training point, coloured by the sign
+// of its predicted change (helpful blue, harmful vermillion) and shaped by label agreement (filled =
+// same label as the test point, ring = different). Zoom with the wheel, pan by dragging, reset by
+// double-click or the button; the y axis can be linear, symmetric-log or rank.
+import { asFloat32, asUint8 } from "./lib/arrays.js";
+import { tooltipCard } from "./lib/card.js";
+import { addStyle, COMMON_CSS, h, swatch } from "./lib/dom.js";
 import { PointGrid } from "./lib/hittest.js";
-import { formatNumber, linearScale, paddedExtent, ticks } from "./lib/scales.js";
-import { drawThumbnail, hasThumbnails, labelName } from "./lib/thumbs.js";
+import { HARMFUL, HELPFUL, NEUTRAL, SELECTED } from "./lib/palette.js";
+import { PLOT_CSS, Plot } from "./lib/plot.js";
+import { formatNumber, medianAbs, niceFloor, paddedExtent, ranks, symlog, symlogTicks } from "./lib/scales.js";
 
-const SAME = "rgba(31, 119, 180, 0.55)";
-const DIFFERENT = "rgba(255, 127, 14, 0.55)";
-const MARGIN = { left: 64, right: 12, top: 12, bottom: 40 };
-
-const STYLE = `
-.iw-scatter { position: relative; font: 12px system-ui, sans-serif; color: #222; }
-.iw-scatter canvas { position: absolute; left: 0; top: 0; }
-.iw-scatter .iw-tooltip { position: absolute; pointer-events: none; background: rgba(255,255,255,0.95);
-  border: 1px solid #bbb; border-radius: 4px; padding: 4px 6px; display: none; white-space: nowrap; z-index: 2; }
-.iw-scatter .iw-legend { position: absolute; right: 16px; top: 14px; background: rgba(255,255,255,0.85); padding: 2px 6px; }
+const CSS = `
+.iw-scatter { font: 12px system-ui, sans-serif; color: #222; width: 100%; min-width: 0; box-sizing: border-box; }
 `;
+
+const Y_TITLES = {
+  linear: (label) => label,
+  symlog: (label) => `${label} (symmetric log)`,
+  rank: () => "rank of the change (0 = most harmful, 1 = most helpful)",
+};
 
 export function renderScatter({ model, el }) {
   el.classList.add("iw-scatter");
-  const style = document.createElement("style");
-  style.textContent = STYLE;
-  const base = document.createElement("canvas");
-  base.className = "iw-scatter-canvas";
-  const overlay = document.createElement("canvas");
-  overlay.className = "iw-scatter-overlay";
-  const tooltip = document.createElement("div");
-  tooltip.className = "iw-tooltip";
-  const legend = document.createElement("div");
-  legend.className = "iw-legend";
-  legend.innerHTML = `<span style="color:${SAME}">●</span> same label as the test point &nbsp;` +
-    `<span style="color:${DIFFERENT}">●</span> different label`;
-  el.append(style, base, overlay, tooltip, legend);
+  addStyle(el, COMMON_CSS + PLOT_CSS + CSS);
+  const scaleSelect = h("select", "iw-y-scale");
+  for (const [value, text] of [["linear", "linear"], ["symlog", "symmetric log"], ["rank", "rank"]]) {
+    const option = h("option", null, text);
+    option.value = value;
+    scaleSelect.appendChild(option);
+  }
+  const reset = h("button", "iw-reset", "Reset zoom");
+  reset.type = "button";
+  const task = model.get("task");
+  const legend = h("span", "iw-legend",
+    swatch("dot", HELPFUL), "helpful", swatch("dot", HARMFUL), "harmful",
+    ...(task === "regression" ? [] : [swatch("dot", "#555"), "same label as the test point", swatch("ring", "#555"),
+      "different label"]));
+  const controls = h("span", "iw-controls", h("label", null, "y axis ", scaleSelect), reset);
+  const toolbar = h("div", "iw-toolbar", legend, controls);
+  el.appendChild(toolbar);
 
   let state = null;
-  let hover = -1;
+  const plot = new Plot(el, {
+    height: model.get("height"),
+    draw: drawBase,
+    drawOverlay,
+    nearest: (px, py) => (state && state.grid ? state.grid.nearest(px, py, 7) : -1),
+    hover: showTooltip,
+    pick: (i) => { model.set("selected", i); model.save_changes(); },
+    onView: () => { state.grid = null; rebuildGrid(); },
+  });
 
-  function size(canvas, w, h) {
-    const ratio = window.devicePixelRatio || 1;
-    canvas.width = Math.round(w * ratio);
-    canvas.height = Math.round(h * ratio);
-    canvas.style.width = `${w}px`;
-    canvas.style.height = `${h}px`;
-    const ctx = canvas.getContext("2d");
-    if (ctx) ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
-    return ctx;
-  }
+  // a seam for the browser tests: where point i is drawn, in the plot's CSS pixels (NaN when clipped)
+  plot.root.iwPointAt = (i) => (state && state.px ? [state.px[i], state.py[i]] : null);
+  plot.root.iwCount = () => (state ? state.xs.length : 0);
 
-  function draw() {
-    const w = model.get("width"), h = model.get("height");
-    el.style.width = `${w}px`;
-    el.style.height = `${h}px`;
+  function prepare() {
     const xs = asFloat32(model.get("distances"));
     const ys = asFloat32(model.get("changes"));
-    const same = asUint8(model.get("same_label"));
-    const x = linearScale(paddedExtent(xs), [MARGIN.left, w - MARGIN.right]);
-    const y = linearScale(paddedExtent(ys), [h - MARGIN.bottom, MARGIN.top]);
-    const px = new Float32Array(xs.length), py = new Float32Array(ys.length);
-    for (let i = 0; i < xs.length; i++) { px[i] = x(xs[i]); py[i] = y(ys[i]); }
-    state = { xs, ys, px, py, grid: new PointGrid(px, py, 8) };
-    const ctx = size(base, w, h);
-    size(overlay, w, h);
-    if (!ctx) return;
-    ctx.fillStyle = "#fff";
-    ctx.fillRect(0, 0, w, h);
-    ctx.strokeStyle = "#999";
-    ctx.fillStyle = "#444";
-    ctx.lineWidth = 1;
-    ctx.font = "11px system-ui, sans-serif";
-    ctx.beginPath();
-    ctx.moveTo(MARGIN.left, MARGIN.top);
-    ctx.lineTo(MARGIN.left, h - MARGIN.bottom);
-    ctx.lineTo(w - MARGIN.right, h - MARGIN.bottom);
-    ctx.stroke();
-    ctx.textAlign = "center";
-    for (const t of ticks(...x.domain, 6)) ctx.fillText(formatNumber(t), x(t), h - MARGIN.bottom + 14);
-    ctx.textAlign = "right";
-    for (const t of ticks(...y.domain, 5)) ctx.fillText(formatNumber(t), MARGIN.left - 4, y(t) + 4);
-    if (y.domain[0] < 0 && y.domain[1] > 0) {
-      ctx.strokeStyle = "#ddd";
-      ctx.beginPath();
-      ctx.moveTo(MARGIN.left, y(0));
-      ctx.lineTo(w - MARGIN.right, y(0));
-      ctx.stroke();
-    }
-    ctx.textAlign = "center";
-    ctx.fillText(model.get("x_label"), (MARGIN.left + w - MARGIN.right) / 2, h - 6);
-    ctx.save();
-    ctx.translate(12, (MARGIN.top + h - MARGIN.bottom) / 2);
-    ctx.rotate(-Math.PI / 2);
-    ctx.fillText(model.get("y_label"), 0, 0);
-    ctx.restore();
-    for (const pass of [0, 1]) {  // different-label points first, so same-label points stay visible
-      ctx.fillStyle = pass ? SAME : DIFFERENT;
-      for (let i = 0; i < px.length; i++) {
-        if ((same[i] ? 1 : 0) !== pass || !Number.isFinite(px[i]) || !Number.isFinite(py[i])) continue;
-        ctx.fillRect(px[i] - 2, py[i] - 2, 4, 4);
-      }
-    }
-    drawOverlay();
+    const mode = model.get("y_scale") || "linear";
+    let ty = ys, f = null;
+    if (mode === "symlog") { f = symlog(niceFloor(medianAbs(ys))); ty = Float32Array.from(ys, f); }
+    else if (mode === "rank") ty = ranks(ys);
+    state = { xs, ys, ty, f, mode, same: asUint8(model.get("same_label")) };
+    scaleSelect.value = mode;
+    plot.setData({ x: paddedExtent(xs), y: mode === "rank" ? [-0.03, 1.03] : paddedExtent(ty) });
   }
 
-  function ring(ctx, i, color, radius) {
+  function rebuildGrid() {
+    if (!state || plot.width <= 0) return;
+    const x = plot.x, y = plot.y;
+    const px = new Float32Array(state.xs.length), py = new Float32Array(state.xs.length);
+    const { left, right, top, bottom } = plot.margin;
+    for (let i = 0; i < px.length; i++) {
+      px[i] = x(state.xs[i]); py[i] = y(state.ty[i]);
+      if (px[i] < left || px[i] > plot.width - right || py[i] < top || py[i] > plot.height - bottom) px[i] = NaN;
+    }
+    state.px = px; state.py = py;
+    state.grid = new PointGrid(px, py, 8);
+  }
+
+  function drawBase(p, ctx) {
+    if (!state) return;
+    rebuildGrid();
+    let yTicks;
+    if (state.mode === "symlog") yTicks = symlogTicks(state.f, ...p.y.domain);
+    else if (state.mode === "rank") yTicks = [0, 0.25, 0.5, 0.75, 1].map((v) => ({ value: v, label: String(v) }));
+    p.drawAxes(ctx, { xLabel: model.get("x_label"), yLabel: Y_TITLES[state.mode](model.get("y_label")), yTicks });
+    ctx.save();
+    p.clip(ctx);
+    const { px, py, ys, same } = state;
+    const r = px.length > 3000 ? 2.2 : 3.2;
+    // different-label rings first, then filled same-label dots, each in its colour; helpful and harmful drawn last
+    for (const filled of [false, true]) {
+      for (const [color, test] of [[NEUTRAL, (v) => v === 0], [HARMFUL, (v) => v < 0], [HELPFUL, (v) => v > 0]]) {
+        ctx.beginPath();
+        for (let i = 0; i < px.length; i++) {
+          if (!Number.isFinite(px[i]) || !test(ys[i]) || (same[i] ? true : false) !== filled) continue;
+          ctx.moveTo(px[i] + r, py[i]);
+          ctx.arc(px[i], py[i], r, 0, 2 * Math.PI);
+        }
+        if (filled) { ctx.fillStyle = color; ctx.globalAlpha = 0.75; ctx.fill(); }
+        else { ctx.strokeStyle = color; ctx.lineWidth = 1.4; ctx.globalAlpha = 0.85; ctx.stroke(); }
+      }
+    }
+    ctx.restore();
+  }
+
+  function ring(ctx, i, color, radius, width) {
+    if (!Number.isFinite(state.px[i])) return;
     ctx.strokeStyle = color;
-    ctx.lineWidth = 2;
+    ctx.lineWidth = width;
     ctx.beginPath();
     ctx.arc(state.px[i], state.py[i], radius, 0, 2 * Math.PI);
     ctx.stroke();
   }
 
-  function drawOverlay() {
-    const ctx = overlay.getContext("2d");
-    if (!ctx || !state) return;
-    ctx.clearRect(0, 0, model.get("width"), model.get("height"));
+  function drawOverlay(p, ctx) {
+    if (!state || !state.px) return;
     const selected = model.get("selected");
-    if (selected >= 0 && selected < state.px.length) ring(ctx, selected, "#d62728", 7);
-    if (hover >= 0) ring(ctx, hover, "#222", 5);
+    if (selected >= 0 && selected < state.px.length) { ring(ctx, selected, "#fff", 8, 4); ring(ctx, selected, SELECTED, 8, 2); }
+    if (p.hovered >= 0) ring(ctx, p.hovered, "#333", 6, 1.5);
   }
 
-  function pointAt(event) {
-    const rect = overlay.getBoundingClientRect();
-    return state ? state.grid.nearest(event.clientX - rect.left, event.clientY - rect.top, 6) : -1;
+  function showTooltip(i, px, py) {
+    const lines = [`distance ${formatNumber(state.xs[i])}`, `change in test loss if removed ${formatNumber(state.ys[i])}`];
+    plot.showTooltip(tooltipCard(model, i, lines), px, py);
   }
 
-  function showTooltip(i, event) {
-    if (i < 0) { tooltip.style.display = "none"; return; }
-    const labels = asInt32(model.get("labels"));
-    const names = model.get("class_names");
-    const thumbs = asUint8(model.get("thumbnails"));
-    const shape = model.get("thumb_shape");
-    tooltip.replaceChildren();
-    if (hasThumbnails(thumbs, shape)) tooltip.appendChild(drawThumbnail(document.createElement("canvas"), thumbs, i, shape[0], shape[1], 3));
-    const text = document.createElement("div");
-    text.className = "iw-tooltip-text";
-    text.textContent = `train #${i} · label ${labelName(names, labels[i])} · distance ${formatNumber(state.xs[i])} · ` +
-      `change if removed ${formatNumber(state.ys[i])}`;
-    tooltip.appendChild(text);
-    const rect = overlay.getBoundingClientRect();
-    tooltip.style.left = `${Math.min(event.clientX - rect.left + 12, model.get("width") - 220)}px`;
-    tooltip.style.top = `${event.clientY - rect.top + 12}px`;
-    tooltip.style.display = "block";
-  }
-
-  overlay.addEventListener("mousemove", (event) => {
-    const i = pointAt(event);
-    if (i !== hover) { hover = i; drawOverlay(); }
-    showTooltip(i, event);
-  });
-  overlay.addEventListener("mouseleave", () => { hover = -1; tooltip.style.display = "none"; drawOverlay(); });
-  overlay.addEventListener("click", (event) => {
-    const i = pointAt(event);
-    if (i >= 0) { model.set("selected", i); model.save_changes(); }
-  });
-
-  const dataEvents = "change:distances change:changes change:same_label change:width change:height";
-  model.on(dataEvents, draw);
-  model.on("change:selected", drawOverlay);
-  draw();
-  return () => { model.off(dataEvents, draw); model.off("change:selected", drawOverlay); };
+  scaleSelect.addEventListener("change", () => { model.set("y_scale", scaleSelect.value); model.save_changes(); });
+  reset.addEventListener("click", () => { plot.reset(); });
+  const heightChanged = () => plot.setHeight(model.get("height"));
+  const dataEvents = "change:distances change:changes change:same_label change:y_scale";
+  const overlayChanged = () => plot.redrawOverlay();
+  model.on(dataEvents, prepare);
+  model.on("change:selected", overlayChanged);
+  model.on("change:height", heightChanged);
+  prepare();
+  return () => {
+    model.off(dataEvents, prepare); model.off("change:selected", overlayChanged); model.off("change:height", heightChanged);
+    plot.destroy();
+  };
 }
 
 export default { render: renderScatter };

@@ -89,3 +89,56 @@ describe("ranking", () => {
     expect(describeChange(2e-6)).toBe("removing this point would raise the test loss by 2.0e-6");
   });
 });
+
+import { pointId, snippet } from "../src/lib/labels.js";
+import { differences } from "../src/lib/rows.js";
+import { medianAbs, ranks, symlog, symlogTicks } from "../src/lib/scales.js";
+
+describe("symmetric log and rank axes", () => {
+  it("is linear near zero, logarithmic far out, odd, and inverts", () => {
+    const f = symlog(0.01);
+    expect(f(0)).toBe(0);
+    expect(f(-0.5)).toBeCloseTo(-f(0.5), 12);
+    expect(f(1e-5)).toBeCloseTo(1e-3, 5);  // about v / c for |v| << c
+    expect(f(10) - f(1)).toBeCloseTo(Math.log(1001 / 101), 10);
+    for (const v of [-3, -1e-4, 0.02, 7]) expect(f.invert(f(v))).toBeCloseTo(v, 10);
+  });
+  it("takes the median nonzero |value| as its linear range", () => {
+    expect(medianAbs([0, -3, 1, 2, NaN])).toBe(2);
+    expect(medianAbs([0, 0])).toBe(1);
+  });
+  it("labels ticks in data units", () => {
+    const f = symlog(0.01);
+    const t = symlogTicks(f, f(-1), f(1));
+    expect(t.map((x) => x.label)).toContain("0.1");
+    expect(t.map((x) => x.label)).toContain("-1");
+    for (const x of t) expect(f.invert(x.value)).toBeCloseTo(Number(x.label), 10);
+  });
+  it("ranks values in [0, 1]", () => {
+    expect(Array.from(ranks([5, -1, 3]))).toEqual([1, 0, 0.5]);
+  });
+});
+
+describe("labels and rows", () => {
+  it("names points by the user's ids, else by position", () => {
+    expect(pointId(["a", "b"], 1)).toBe("b");
+    expect(pointId([], 4)).toBe("4");
+    expect(snippet("x".repeat(10), 5)).toBe("xxxx…");
+  });
+  it("sorts features by standardised difference from the test row", () => {
+    const rows = new Float32Array([0, 0, 0, 1, 10, 1]);  // two rows of three features
+    const out = differences(rows, 3, 1, new Float32Array([0, 0, 0]), new Float32Array([1, 100, 0.5]), ["a", "b", "c"]);
+    expect(out.map((f) => f.name)).toEqual(["c", "a", "b"]);
+    expect(out[0].z).toBeCloseTo(2, 6);
+    expect(out[2].z).toBeCloseTo(0.1, 6);
+  });
+});
+
+import { niceFloor } from "../src/lib/scales.js";
+describe("nice symlog range", () => {
+  it("rounds down to 1, 2 or 5 times a power of ten", () => {
+    expect(niceFloor(0.00152)).toBeCloseTo(0.001, 12);
+    expect(niceFloor(0.0031)).toBeCloseTo(0.002, 12);
+    expect(niceFloor(7)).toBe(5);
+  });
+});

@@ -9,7 +9,7 @@ from influence_widgets.data import LogisticRegression, cross_entropy_per_example
 from influence_widgets.widgets import explore
 
 
-def small_explorer(n_train: int = 200, n_test: int = 8):
+def small_explorer(n_train: int = 200, n_test: int = 8, **kwargs):
     torch.manual_seed(0)
     split = load_digits(seed=0)
     x, y = split.X_train[:n_train], split.y_train[:n_train]
@@ -23,4 +23,5 @@ def small_explorer(n_train: int = 200, n_test: int = 8):
         images_train=split.images_train[:n_train],
         images_test=split.images_test[:n_test],
         class_names=[str(c) for c in range(10)],
+        **kwargs,
     )

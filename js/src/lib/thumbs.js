@@ -1,11 +1,15 @@
 // Grayscale thumbnails drawn from a uint8 buffer of [n, h, w] pixels (0 = black, 255 = white).
+export { labelName } from "./labels.js";
 
-export function drawThumbnail(canvas, pixels, index, h, w, scale = 4) {
+/** Draw image `index` into `canvas` at its own resolution, shown `size` CSS pixels on its longer side. */
+export function drawThumbnail(canvas, pixels, index, h, w, size = 40) {
   canvas.width = w;
   canvas.height = h;
-  canvas.style.width = `${w * scale}px`;
-  canvas.style.height = `${h * scale}px`;
+  const scale = size / Math.max(h, w);
+  canvas.style.width = `${Math.round(w * scale)}px`;
+  canvas.style.height = `${Math.round(h * scale)}px`;
   canvas.style.imageRendering = "pixelated";
+  canvas.classList.add("iw-thumb");
   const ctx = canvas.getContext("2d");
   if (!ctx) return canvas;
   const image = ctx.createImageData(w, h);
@@ -20,9 +24,4 @@ export function drawThumbnail(canvas, pixels, index, h, w, scale = 4) {
 
 export function hasThumbnails(pixels, shape) {
   return Array.isArray(shape) && shape.length === 2 && shape[0] > 0 && shape[1] > 0 && pixels.length > 0;
-}
-
-/** A label's display name. */
-export function labelName(names, label) {
-  return names && names[label] !== undefined ? String(names[label]) : String(label);
 }
