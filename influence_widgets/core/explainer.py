@@ -37,6 +37,7 @@ from .objective import LossFn, Objective
 from .progress import progress_bar
 from .refinement import newton_removal_steps
 from .solvers import ExactSolver, SolveDiagnostics, make_solver, resolve_solver_name
+from .threads import budget_public_methods
 from .validation import LOOResult, validate_loo
 
 Measurement = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -67,6 +68,7 @@ class CurvatureReport:
         return self.damping if lam_min > 0 else self.damping + 1.1 * abs(lam_min)
 
 
+@budget_public_methods  # threads sized to the free cores for each call, restored after (core/threads.py)
 class InfluenceExplainer:
     """Influence of every training point on test predictions of a trained model.
 

@@ -63,3 +63,28 @@ class Solver(Protocol):
     name: str
 
     def solve(self, operator: HessianOperator, rhs: torch.Tensor) -> tuple[torch.Tensor, SolveDiagnostics]: ...
+
+
+def curvature_fix(operator: HessianOperator, lambda_min: float, lambda_max: float) -> str:
+    """The sentence that tells how to make H positive definite: the ``damping`` (or ``weight_decay``)
+    that would do it, from an estimate of the extreme eigenvalues (Lanczos: its lambda_min is an upper
+    bound of the true one, hence "at least")."""
+    eps = torch.finfo(operator.dtype).eps
+    if lambda_min < -1e3 * eps * abs(lambda_max):
+        extra = 1.1 * abs(lambda_min)
+        what = f"its smallest eigenvalue is about {lambda_min:.3g} (at most)"
+    else:  # zero to the products' precision: enough damping for a condition number of at most 1 / sqrt(eps)
+        extra = max(eps**0.5 * abs(lambda_max), 1e-12)
+        what = f"it is singular to working precision (eigenvalues in [{lambda_min:.3g}, {lambda_max:.3g}])"
+    damping = getattr(operator, "damping", None)
+    weight_decay = getattr(operator, "weight_decay", None)
+    if damping is None or weight_decay is None:
+        return (
+            f"the Hessian is not positive definite: {what}. Add at least {extra:.3g} to its diagonal: "
+            f"raise damping (or weight_decay) by {extra:.3g}"
+        )
+    return (
+        f"the Hessian is not positive definite: {what}. Set damping={damping + extra:.3g} (now {damping:.3g}) "
+        f"or weight_decay={weight_decay + extra:.3g} (now {weight_decay:.3g}); InfluenceExplainer.positive_definite() "
+        "does this for you"
+    )
