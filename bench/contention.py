@@ -14,7 +14,7 @@ users of the machine included). Each is run under the library's thread policies:
 Workloads: ``demo`` is ``influence-widgets demo --model cnn --report ... --loo 0`` after its training
 (the trained model is loaded from disk: training lives in ``data/``, see the note printed at the end);
 ``train`` is the demo's training alone; ``solvers`` is exact, CG and LiSSA end to end on a fresh
-explainer for 1 and for 50 test points on the float32 CNN (damping 0.011).
+explainer for 1 and for 50 test points (LiSSA: 10) on the float32 CNN (damping 0.011).
 
     python bench/contention.py                         # demo + solvers, adaptive and fixed, idle and loaded
     python bench/contention.py --workloads solvers --policies adaptive fixed omp1
@@ -120,14 +120,14 @@ def worker(workload: str, policy: str, folder: Path) -> dict[str, Any]:
         )  # fmt: skip
 
     seconds = {}
+    explainer("cg").train_gradients()  # one-time costs (torch.func's first calls) count for none
     start = time.perf_counter()
     explainer("cg").train_gradients()
     seconds["floor"] = time.perf_counter() - start
-    for solver in ("exact", "cg", "lissa"):
-        for m in (1, 50):
-            start = time.perf_counter()
-            explainer(solver).influence(split.X_test[:m], split.y_test[:m])
-            seconds[f"{solver} {m}"] = time.perf_counter() - start
+    for solver, m in (("exact", 1), ("cg", 1), ("exact", 50), ("cg", 50), ("lissa", 10)):
+        start = time.perf_counter()
+        explainer(solver).influence(split.X_test[:m], split.y_test[:m])
+        seconds[f"{solver} {m}"] = time.perf_counter() - start
     found["seconds"] = seconds
     return found
 

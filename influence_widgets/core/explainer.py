@@ -36,7 +36,7 @@ from .linear_head import find_linear_head
 from .objective import LossFn, Objective
 from .progress import progress_bar
 from .refinement import newton_removal_steps
-from .solvers import ExactSolver, SolveDiagnostics, make_solver, resolve_solver_name
+from .solvers import ExactSolver, SolveDiagnostics, answers_first_by_cg, make_solver, resolve_solver_name
 from .threads import budget_public_methods
 from .validation import LOOResult, validate_loo
 
@@ -82,8 +82,9 @@ class InfluenceExplainer:
             ``y_train=None``, read ``batch_size`` items at a time and never held whole.
         weight_decay: lambda in (lambda/2)||theta||^2, the regulariser the model was trained with.
         solver: ``"auto"`` (exact up to 3000 parameters, or 5000 when the explicit Hessian is cheap, else
-            CG; see ``solvers.resolve_solver_name``), ``"exact"``, ``"cg"`` (block CG, Gauss-Newton
-            preconditioned) or ``"lissa"``.
+            CG; see ``solvers.resolve_solver_name``; where it picks exact for a network, its first few
+            test points are answered by block CG before the explicit Hessian is built, see
+            ``solvers.auto``), ``"exact"``, ``"cg"`` (block CG, Gauss-Newton preconditioned) or ``"lissa"``.
         damping: added to the Hessian's diagonal; needed when the model is not convex.
         params: parameter names or module prefixes that count (default: all with requires_grad).
         solver_options: ``ExactOptions``/``CGOptions``/``LissaOptions`` or a dict of their fields.
@@ -152,7 +153,8 @@ class InfluenceExplainer:
             self.objective, self.data, self.weight_decay, self.damping, batch_size, progress=progress
         )
         self.solver_name = resolve_solver_name(solver, self.objective.size, self.hessian.curved_count)
-        self.solver = make_solver(self.solver_name, solver_options, progress=progress)
+        first_by_cg = answers_first_by_cg(solver, self.solver_name, self.hessian.curved_count)
+        self.solver = make_solver(self.solver_name, solver_options, progress=progress, first_answers_by_cg=first_by_cg)
         if isinstance(self.solver, ExactSolver):
             self.solver.check_size(self.objective.size)
         self.diagnostics: list[SolveDiagnostics] = []

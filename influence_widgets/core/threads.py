@@ -123,11 +123,11 @@ def thread_budget() -> Iterator[int]:
     finally:
         _local.depth -= 1
         if _local.depth == 0:
-            if torch.get_num_threads() != _local.saved:
-                torch.set_num_threads(_local.saved)
-            if _local.blas is not None:
+            if _local.blas is not None:  # first: threadpoolctl's restore also resets OpenMP's count
                 _local.blas.restore_original_limits()
                 _local.blas = None
+            if torch.get_num_threads() != _local.saved:
+                torch.set_num_threads(_local.saved)
 
 
 def within_thread_budget(fn: F) -> F:

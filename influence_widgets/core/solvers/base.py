@@ -20,6 +20,7 @@ class SolveDiagnostics:
     estimate_norms: LiSSA's ||h_j / scale|| per recorded step, averaged over columns.
     preconditioner: what preconditioned CG (``"gauss-newton"``), if anything.
     reused_directions: Krylov directions of earlier solves that this block CG solve started from.
+    note: how ``solver="auto"`` chose the path that answered, in plain words (None if it did not choose).
     """
 
     solver: str
@@ -35,6 +36,7 @@ class SolveDiagnostics:
     preconditioner: str | None = None
     reused_directions: int = 0
     warnings: list[str] = field(default_factory=list)
+    note: str | None = None
 
     def summary(self) -> str:
         """One line in plain words."""
@@ -54,6 +56,8 @@ class SolveDiagnostics:
         if self.eigenvalues is not None:
             parts.append(f"eigenvalues in [{self.eigenvalues.lambda_min:.3g}, {self.eigenvalues.lambda_max:.3g}]")
         parts.append("converged" if self.converged else "NOT converged")
+        if self.note:
+            parts.append(self.note)
         return ", ".join(parts) + "".join(f"\n  warning: {w}" for w in self.warnings)
 
 
