@@ -74,3 +74,25 @@ def test_an_explainer_call_runs_within_the_budget_and_restores(monkeypatch, user
     explainer.influence(x[:2], y[:2])
     assert seen and set(seen) == {1}  # every loss evaluation of the call ran on one thread
     assert torch.get_num_threads() == user_threads
+
+
+def test_a_long_call_follows_the_load_and_still_restores(monkeypatch, user_threads):
+    from influence_widgets.core.progress import progress_bar, progress_counter
+
+    monkeypatch.setattr(threads, "REBALANCE_SECONDS", 0.0)
+    monkeypatch.setattr(threads, "busy_others", lambda: 0)
+    with threads.thread_budget():
+        assert torch.get_num_threads() == 2
+        monkeypatch.setattr(threads, "busy_others", lambda: 6)  # the machine fills up mid-call
+        list(progress_bar(range(3), enabled=False, desc="work"))
+        assert torch.get_num_threads() == 1
+        monkeypatch.setattr(threads, "busy_others", lambda: 0)  # and empties again
+        counter = progress_counter(enabled=False, desc="work", total=2)
+        counter.update(1)
+        counter.close()
+        assert torch.get_num_threads() == 2
+        monkeypatch.setattr(threads, "busy_others", lambda: 6)
+        threads.rebalance()
+    assert torch.get_num_threads() == user_threads
+    threads.rebalance()  # outside a call: nothing changes
+    assert torch.get_num_threads() == user_threads

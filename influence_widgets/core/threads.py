@@ -112,7 +112,7 @@ def thread_budget() -> Iterator[int]:
     if depth == 0:
         user = torch.get_num_threads()
         chosen = budget(user)
-        _local.saved, _local.threads, _local.blas = user, chosen, None
+        _local.saved, _local.threads, _local.blas, _local.checked = user, chosen, None, time.monotonic()
         if chosen != user:
             torch.set_num_threads(chosen)
             if threadpool_limits is not None:
@@ -128,6 +128,24 @@ def thread_budget() -> Iterator[int]:
                 _local.blas = None
             if torch.get_num_threads() != _local.saved:
                 torch.set_num_threads(_local.saved)
+
+
+REBALANCE_SECONDS = 2.0  # a long call looks at the load again at most this often
+
+
+def rebalance() -> None:
+    """Inside a long call (progress loops call this): size the threads to the load again, at most every
+    ``REBALANCE_SECONDS``, within the user's setting. A no-op outside ``thread_budget()``."""
+    if getattr(_local, "depth", 0) == 0 or _state["policy"] != "adaptive":
+        return
+    now = time.monotonic()
+    if now - getattr(_local, "checked", 0.0) < REBALANCE_SECONDS:
+        return
+    _local.checked = now
+    chosen = budget(_local.saved)
+    if chosen != _local.threads:
+        torch.set_num_threads(chosen)
+        _local.threads = chosen
 
 
 def within_thread_budget(fn: F) -> F:
