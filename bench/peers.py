@@ -19,6 +19,7 @@ import time.
     python bench/peers.py --quick              # smoke run: logistic regression, a few methods, 5 test points
     python bench/peers.py --setup              # (re)create the peers' environments, then run
     python bench/peers.py --only ours pyDVL    # runs whose label starts with one of these
+    python bench/peers.py --only ours "pyDVL CG:tuned" "pyDVL LiSSA:default"   # label:kind picks one run
 """
 
 from __future__ import annotations
@@ -133,6 +134,15 @@ def runs() -> list[Run]:
             "ours",
             fixed(solver="cg"),
             "solver='cg', defaults: block CG, Gauss-Newton preconditioner sized to the solve, rtol 1e-5 in float32",
+            True,
+        ),
+        Run(
+            "ours auto",
+            "ours",
+            "ours",
+            fixed(solver="auto"),
+            "solver='auto' (the default): exact for both tasks; on the CNN its first 4 test points by block CG, "
+            "a larger request builds the explicit Hessian at once",
             True,
         ),
         Run("ours LiSSA", "ours", "ours", fixed(solver="lissa"), "solver='lissa', defaults"),
@@ -432,10 +442,16 @@ def measure(
     return row
 
 
+def picks(run: Run, wanted: str) -> bool:
+    """``wanted`` is a label prefix, or ``label:kind`` for one run ("pyDVL CG:tuned")."""
+    label, _, kind = wanted.partition(":")
+    return run.label.lower().startswith(label.lower()) and (not kind or run.kind == kind)
+
+
 def selected_runs(args: argparse.Namespace) -> list[Run]:
     chosen = [r for r in runs() if r.quick] if args.quick else runs()
     if args.only:
-        chosen = [r for r in chosen if any(r.label.lower().startswith(o.lower()) for o in args.only)]
+        chosen = [r for r in chosen if any(picks(r, o) for o in args.only)]
     return chosen
 
 
@@ -709,7 +725,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out-dir", type=Path, default=BENCH / "results")
     parser.add_argument("--quick", action="store_true", help="logistic regression only, a few methods, 5 test points")
     parser.add_argument("--setup", action="store_true", help="recreate the peers' virtual environments first")
-    parser.add_argument("--only", nargs="+", default=None, help="runs whose label starts with one of these")
+    parser.add_argument(
+        "--only", nargs="+", default=None, help="runs whose label starts with one of these, or label:kind"
+    )
     parser.add_argument("--tasks", nargs="+", default=None, choices=list(TASKS))
     parser.add_argument("--n-test", type=int, default=None, help="test points for the second timing (default 50)")
     parser.add_argument("--repeats", type=int, default=5, help="most fresh end-to-end runs per timing; the best counts")

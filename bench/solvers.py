@@ -32,7 +32,7 @@ def timed(fn):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weight-decay", type=float, default=0.01)
-    parser.add_argument("--solvers", nargs="+", default=["exact", "cg", "lissa"])
+    parser.add_argument("--solvers", nargs="+", default=["exact", "auto", "cg", "lissa"])
     parser.add_argument("--damping", type=float, default=0.01, help="at least the non-convexity check's suggestion")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)

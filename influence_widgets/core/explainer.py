@@ -47,8 +47,9 @@ from .linear_head import find_linear_head
 from .objective import LossFn, Objective, OutputSelector, ParamsSpec, describe_output
 from .progress import progress_bar
 from .refinement import newton_removal_steps
-from .solvers import ExactSolver, SolveDiagnostics, make_solver, resolve_solver_name
+from .solvers import ExactSolver, SolveDiagnostics, answers_first_by_cg, make_solver, resolve_solver_name
 from .stationarity import StationarityReport, measure_stationarity
+from .threads import budget_public_methods
 from .validation import LOOResult, validate_loo
 
 Measurement = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -84,6 +85,7 @@ class CurvatureReport:
         return self.damping if lam_min > 0 else self.damping + 1.1 * abs(lam_min)
 
 
+@budget_public_methods  # threads sized to the free cores for each call, restored after (core/threads.py)
 class InfluenceExplainer:
     """Influence of every training point on test predictions of a trained model.
 
@@ -97,8 +99,9 @@ class InfluenceExplainer:
             ``y_train=None``, read ``batch_size`` items at a time and never held whole.
         weight_decay: lambda in (lambda/2)||theta||^2, the regulariser the model was trained with.
         solver: ``"auto"`` (exact up to 3000 parameters, or 5000 when the explicit Hessian is cheap, else
-            CG; see ``solvers.resolve_solver_name``), ``"exact"``, ``"cg"`` (block CG, Gauss-Newton
-            preconditioned) or ``"lissa"``.
+            CG; see ``solvers.resolve_solver_name``; where it picks exact for a network, its first few
+            test points are answered by block CG before the explicit Hessian is built, see
+            ``solvers.auto``), ``"exact"``, ``"cg"`` (block CG, Gauss-Newton preconditioned) or ``"lissa"``.
         damping: added to the Hessian's diagonal; needed when the model is not convex.
         params: which parameters count (default: all with requires_grad): names or module prefixes, a
             submodule, parameter tensors (``model.fc.parameters()``) or a dict of them.
@@ -185,7 +188,8 @@ class InfluenceExplainer:
             self.objective, self.data, self.weight_decay, self.damping, batch_size, progress=progress
         )
         self.solver_name = resolve_solver_name(solver, self.objective.size, self.hessian.curved_count)
-        self.solver = make_solver(self.solver_name, solver_options, progress=progress)
+        first_by_cg = answers_first_by_cg(solver, self.solver_name, self.hessian.curved_count)
+        self.solver = make_solver(self.solver_name, solver_options, progress=progress, first_answers_by_cg=first_by_cg)
         if isinstance(self.solver, ExactSolver):
             self.solver.check_size(self.objective.size)
             self.solver.check_memory(self.objective.size, self.objective.theta.element_size(), self.objective.device)

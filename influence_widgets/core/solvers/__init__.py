@@ -7,6 +7,7 @@ from dataclasses import fields
 from typing import Any
 
 from ..errors import InfluenceInputError
+from .auto import FirstAnswerExactSolver
 from .base import SolveDiagnostics, Solver
 from .cg import CGSolver
 from .exact import ExactSolver
@@ -35,8 +36,17 @@ def resolve_solver_name(name: str, n_params: int, n_curved: Callable[[], int] | 
     return "exact" if cheap else "cg"
 
 
-def make_solver(name: str, options: Any = None, progress: bool = False) -> Solver:
-    """Build a solver from its name and options (an options dataclass, a dict of its fields, or None)."""
+def answers_first_by_cg(requested: str, resolved: str, n_curved: Callable[[], int]) -> bool:
+    """Whether ``"auto"``, having chosen ``"exact"``, answers its first test points by block CG
+    (``solvers.auto``): when the explicit Hessian is not cheap, more than 64 parameters outside the
+    affine group, each a column of Hessian-vector products."""
+    return requested == "auto" and resolved == "exact" and n_curved() > AUTO_EXACT_MAX_CURVED
+
+
+def make_solver(name: str, options: Any = None, progress: bool = False, first_answers_by_cg: bool = False) -> Solver:
+    """Build a solver from its name and options (an options dataclass, a dict of its fields, or None).
+
+    ``first_answers_by_cg`` (``"exact"`` only): the ``FirstAnswerExactSolver`` of ``"auto"``."""
     solver_cls, options_cls = SOLVERS[name]
     if options is None:
         options = options_cls()
@@ -54,7 +64,7 @@ def make_solver(name: str, options: Any = None, progress: bool = False) -> Solve
             f"pass {options_cls.__name__}(...) or a dict of its fields"
         )
     if name == "exact":
-        return solver_cls(options)
+        return FirstAnswerExactSolver(options, progress=progress) if first_answers_by_cg else solver_cls(options)
     return solver_cls(options, progress=progress)
 
 
@@ -63,10 +73,12 @@ __all__ = [
     "CGSolver",
     "ExactOptions",
     "ExactSolver",
+    "FirstAnswerExactSolver",
     "LissaOptions",
     "LissaSolver",
     "SolveDiagnostics",
     "Solver",
+    "answers_first_by_cg",
     "make_solver",
     "resolve_solver_name",
 ]

@@ -20,6 +20,7 @@ class SolveDiagnostics:
     estimate_norms: LiSSA's ||h_j / scale|| per recorded step, averaged over columns.
     preconditioner: what preconditioned CG (``"gauss-newton"``), if anything.
     reused_directions: Krylov directions of earlier solves that this block CG solve started from.
+    note: how ``solver="auto"`` chose the path that answered, in plain words (None if it did not choose).
     """
 
     solver: str
@@ -35,6 +36,7 @@ class SolveDiagnostics:
     preconditioner: str | None = None
     reused_directions: int = 0
     warnings: list[str] = field(default_factory=list)
+    note: str | None = None
 
     def summary(self) -> str:
         """One line in plain words."""
@@ -54,6 +56,8 @@ class SolveDiagnostics:
         if self.eigenvalues is not None:
             parts.append(f"eigenvalues in [{self.eigenvalues.lambda_min:.3g}, {self.eigenvalues.lambda_max:.3g}]")
         parts.append("converged" if self.converged else "NOT converged")
+        if self.note:
+            parts.append(self.note)
         return ", ".join(parts) + "".join(f"\n  warning: {w}" for w in self.warnings)
 
 
@@ -63,3 +67,28 @@ class Solver(Protocol):
     name: str
 
     def solve(self, operator: HessianOperator, rhs: torch.Tensor) -> tuple[torch.Tensor, SolveDiagnostics]: ...
+
+
+def curvature_fix(operator: HessianOperator, lambda_min: float, lambda_max: float) -> str:
+    """The sentence that tells how to make H positive definite: the ``damping`` (or ``weight_decay``)
+    that would do it, from an estimate of the extreme eigenvalues (Lanczos: its lambda_min is an upper
+    bound of the true one, hence "at least")."""
+    eps = torch.finfo(operator.dtype).eps
+    if lambda_min < -1e3 * eps * abs(lambda_max):
+        extra = 1.1 * abs(lambda_min)
+        what = f"its smallest eigenvalue is about {lambda_min:.3g} (at most)"
+    else:  # zero to the products' precision: enough damping for a condition number of at most 1 / sqrt(eps)
+        extra = max(eps**0.5 * abs(lambda_max), 1e-12)
+        what = f"it is singular to working precision (eigenvalues in [{lambda_min:.3g}, {lambda_max:.3g}])"
+    damping = getattr(operator, "damping", None)
+    weight_decay = getattr(operator, "weight_decay", None)
+    if damping is None or weight_decay is None:
+        return (
+            f"the Hessian is not positive definite: {what}. Add at least {extra:.3g} to its diagonal: "
+            f"raise damping (or weight_decay) by {extra:.3g}"
+        )
+    return (
+        f"the Hessian is not positive definite: {what}. Set damping={damping + extra:.3g} (now {damping:.3g}) "
+        f"or weight_decay={weight_decay + extra:.3g} (now {weight_decay:.3g}); InfluenceExplainer.positive_definite() "
+        "does this for you"
+    )

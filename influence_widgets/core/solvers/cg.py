@@ -9,10 +9,10 @@ import warnings
 import numpy as np
 import torch
 
-from ..curvature import HessianOperator
+from ..curvature import HessianOperator, lanczos_extremes
 from ..errors import ConvergenceWarning, InfluenceInputError, SolverDivergedError
 from ..progress import progress_counter
-from .base import SolveDiagnostics
+from .base import SolveDiagnostics, curvature_fix
 from .block_cg import KrylovBasis, block_conjugate_gradients
 from .options import CGOptions
 
@@ -67,8 +67,32 @@ class CGSolver:
         return self._basis
 
     def solve(self, operator: HessianOperator, rhs: torch.Tensor) -> tuple[torch.Tensor, SolveDiagnostics]:
-        if not self.options.block or hasattr(operator, "matvec_columns"):
-            return self._solve_columns(operator, rhs)
+        """H^-1 rhs to the relative residual ``rtol`` per column (``converged`` says whether it was met).
+
+        Raises ``SolverDivergedError`` naming the ``damping`` (or ``weight_decay``) that makes H positive
+        definite when CG meets negative curvature, or when it stalls on an H without weight decay and
+        damping that is singular."""
+        try:
+            if not self.options.block or hasattr(operator, "matvec_columns"):
+                x, diagnostics = self._solve_columns(operator, rhs)
+            else:
+                x, diagnostics = self._solve_block(operator, rhs)
+        except SolverDivergedError as error:
+            estimate = lanczos_extremes(operator)
+            raise SolverDivergedError(
+                f"{error} {curvature_fix(operator, estimate.lambda_min, estimate.lambda_max)}."
+            ) from None
+        if not diagnostics.converged and operator.shift <= 0:
+            estimate = lanczos_extremes(operator)
+            if estimate.lambda_min <= 1e3 * torch.finfo(operator.dtype).eps * abs(estimate.lambda_max):
+                raise SolverDivergedError(
+                    f"CG did not converge (relative residual {float(diagnostics.residuals[-1]):.2e}) and "
+                    + curvature_fix(operator, estimate.lambda_min, estimate.lambda_max)
+                    + ". Influence through a singular H is undefined."
+                )
+        return x, diagnostics
+
+    def _solve_block(self, operator: HessianOperator, rhs: torch.Tensor) -> tuple[torch.Tensor, SolveDiagnostics]:
         start = time.perf_counter()
         rtol = self.options.rtol if self.options.rtol is not None else default_rtol(rhs.dtype)
         precondition = self._preconditioner(operator, rhs.shape[1])
@@ -108,7 +132,7 @@ class CGSolver:
             preconditioner="gauss-newton" if precondition is not None else None,
             reused_directions=reused,
         )
-        self._warn_unless_converged(diagnostics, rtol, stacklevel=5)
+        self._warn_unless_converged(diagnostics, rtol, stacklevel=6)
         return result.solution, diagnostics
 
     def _warn_unless_converged(self, diagnostics: SolveDiagnostics, rtol: float, stacklevel: int) -> None:

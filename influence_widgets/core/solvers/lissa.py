@@ -4,18 +4,70 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..curvature import HessianOperator, lanczos_extremes
-from ..errors import SolverDivergedError
+from ..curvature import EigenvalueEstimate, HessianOperator, lanczos_extremes
+from ..errors import ConvergenceWarning, SolverDivergedError
 from ..progress import progress_counter
-from .base import SolveDiagnostics
+from .base import SolveDiagnostics, curvature_fix
 from .options import LissaOptions
 
-_CONTRACTION_TARGET = 1e-4
+_CONTRACTION_TARGET = 1e-3  # bound on the averaged estimate's relative error in the slowest direction
 _CHECK_EVERY = 10
+_SCALE_CHECK_STEPS = 10  # Lanczos products spent on checking a given scale against lambda_max
+
+
+@dataclass(frozen=True)
+class LissaPlan:
+    """The scale and depth a solve uses, and what they were checked against.
+
+    needed_depth: steps for the tail-averaged estimate's relative error in the slowest direction
+        (eigenvalue mu = weight decay + damping, or the Lanczos lambda_min when that is 0) to fall to
+        1e-3 (``contraction``); ``converged`` requires depth >= needed_depth. Minibatch noise comes on top.
+    """
+
+    scale: float
+    depth: int
+    eigenvalues: EigenvalueEstimate | None
+    needed_depth: int | None
+    rate: float | None
+    warnings: tuple[str, ...] = ()
+
+
+def tail_start(depth: int, tail_fraction: float) -> int:
+    """Steps before the averaged tail: the estimate averages h_j for j in (tail_start, depth]."""
+    return min(depth - 1, int(depth * (1 - tail_fraction)))
+
+
+def contraction(rate: float, depth: int, tail_fraction: float) -> float:
+    """Relative error left in a direction whose eigenvalue is ``rate`` x scale, in the tail-averaged estimate of
+    an exact recursion: mean over j in (t, depth] of (1 - rate)^j, with t = ``tail_start``."""
+    if rate >= 1:
+        return 0.0
+    t = tail_start(depth, tail_fraction)
+    count = depth - t
+    return (1 - rate) ** (t + 1) * -math.expm1(count * math.log1p(-rate)) / (rate * count)
+
+
+def needed_depth(rate: float, tail_fraction: float, target: float = _CONTRACTION_TARGET) -> int:
+    """The smallest depth whose ``contraction`` in the slowest direction is at most ``target``."""
+    if rate >= 1:
+        return 1
+    high = max(1, math.ceil(math.log(target) / math.log1p(-rate)))
+    while contraction(rate, high, tail_fraction) > target:
+        high *= 2
+    low = max(1, high // 2)
+    while low < high:  # the contraction decreases with the depth: bisection
+        middle = (low + high) // 2
+        if contraction(rate, middle, tail_fraction) > target:
+            low = middle + 1
+        else:
+            high = middle
+    return high
 
 
 class LissaSolver:
@@ -27,38 +79,67 @@ class LissaSolver:
         self.options = options or LissaOptions()
         self.progress = progress
 
-    def _settings(self, operator: HessianOperator) -> tuple[float, int, object]:
+    def plan(self, operator: HessianOperator) -> LissaPlan:
+        """Scale and depth for ``operator``: chosen from Lanczos estimates where not given, and checked.
+
+        Raises ``SolverDivergedError`` when the recursion cannot converge: a scale at most lambda_max / 2
+        (a given scale is checked against a few Lanczos steps, whose lambda_max is a lower bound of the
+        true one, so the check never refuses a scale that works), or an H that is not positive definite
+        (the error names the damping that fixes it). Warns (``ConvergenceWarning``) when ``max_depth``
+        caps the depth below what the slowest direction needs."""
         opts = self.options
-        eigenvalues = None
-        scale = opts.scale
-        if scale is None or opts.depth is None:
-            eigenvalues = lanczos_extremes(operator, steps=30, seed=opts.seed)
-        if scale is None:
-            if eigenvalues.lambda_max <= 0:
-                raise SolverDivergedError(
-                    f"the largest Hessian eigenvalue is {eigenvalues.lambda_max:.3g} <= 0, so LiSSA cannot "
-                    "converge; add damping or pass LissaOptions(scale=...) explicitly"
-                )
-            scale = 1.1 * eigenvalues.lambda_max
+        steps = 30 if (opts.scale is None or opts.depth is None) else _SCALE_CHECK_STEPS
+        eigenvalues = lanczos_extremes(operator, steps=steps, seed=opts.seed)
+        rounding = 100 * torch.finfo(operator.dtype).eps * abs(eigenvalues.lambda_max)
+        if eigenvalues.lambda_max <= 0 or eigenvalues.lambda_min < -rounding:
+            raise SolverDivergedError(
+                "LiSSA cannot converge: " + curvature_fix(operator, eigenvalues.lambda_min, eigenvalues.lambda_max)
+            )
+        scale = opts.scale if opts.scale is not None else 1.1 * eigenvalues.lambda_max
+        if scale <= eigenvalues.lambda_max / 2:
+            raise SolverDivergedError(
+                f"LissaOptions(scale={scale:.3g}) is at most lambda_max / 2 = {eigenvalues.lambda_max / 2:.3g} "
+                f"(lambda_max of H is at least {eigenvalues.lambda_max:.3g}, Lanczos): the recursion diverges. "
+                f"Raise LissaOptions(scale=...) to at least {1.1 * eigenvalues.lambda_max:.3g}, or leave it None "
+                "(chosen for you)"
+            )
+        mu = operator.shift if operator.shift > 0 else eigenvalues.lambda_min
+        if mu <= 0:
+            raise SolverDivergedError(
+                "LiSSA cannot converge: " + curvature_fix(operator, eigenvalues.lambda_min, eigenvalues.lambda_max)
+            )
+        rate = min(mu / scale, 1.0)
+        needed = needed_depth(rate, opts.tail_fraction)
+        found: list[str] = []
         depth = opts.depth
         if depth is None:
-            floor = operator.shift
-            mu = floor if floor > 0 else eigenvalues.lambda_min
-            if mu <= 0:
-                raise SolverDivergedError(
-                    f"the Hessian's smallest eigenvalue is about {eigenvalues.lambda_min:.3g} <= 0, so LiSSA "
-                    f"diverges; add damping >= {abs(eigenvalues.lambda_min):.3g} or use weight_decay > 0"
+            depth = max(1, min(needed, opts.max_depth))
+            if needed > opts.max_depth:
+                left = contraction(rate, depth, opts.tail_fraction)
+                found.append(
+                    f"LiSSA's depth was capped at max_depth={opts.max_depth} steps of the {needed} that the slowest "
+                    f"direction needs (mu/scale = {mu:.3g}/{scale:.3g} = {rate:.2e}): that direction is only "
+                    f"{1 - left:.1%} converged (a factor {left:.2g} of its error is left, against "
+                    f"{_CONTRACTION_TARGET:g}). Raise LissaOptions(max_depth={needed}), raise damping, or use "
+                    "solver='cg' or 'exact'"
                 )
-            rate = min(mu / scale, 1.0)
-            depth = opts.max_depth if rate >= 1 else math.ceil(math.log(_CONTRACTION_TARGET) / math.log1p(-rate))
-            depth = max(1, min(depth, opts.max_depth))
-        return scale, depth, eigenvalues
+        elif depth < needed:
+            left = contraction(rate, depth, opts.tail_fraction)
+            found.append(
+                f"LissaOptions(depth={depth}) is short of the {needed} steps the slowest direction needs "
+                f"(mu/scale = {rate:.2e}; a factor {left:.2g} of its error is left, against {_CONTRACTION_TARGET:g}); "
+                f"pass depth={needed} or depth=None"
+            )
+        for message in found:
+            warnings.warn(message, ConvergenceWarning, stacklevel=5)
+        return LissaPlan(scale, depth, eigenvalues, needed, rate, tuple(found))
 
     def solve(self, operator: HessianOperator, rhs: torch.Tensor) -> tuple[torch.Tensor, SolveDiagnostics]:
         start = time.perf_counter()
         opts = self.options
-        scale, depth, eigenvalues = self._settings(operator)
-        tail_start = min(depth - 1, int(depth * (1 - opts.tail_fraction)))
+        plan = self.plan(operator)
+        scale, depth, eigenvalues = plan.scale, plan.depth, plan.eigenvalues
+        tail_begins = tail_start(depth, opts.tail_fraction)
         rhs_norm = float(torch.linalg.vector_norm(rhs)) or 1.0
         limit = 1e3 * rhs_norm * max(1.0, scale / max(operator.shift, 1e-12))
         record_every = max(1, depth // 200)
@@ -74,7 +155,7 @@ class LissaSolver:
                 for step in range(1, depth + 1):
                     h = rhs + h - operator.sample_matvec(h, opts.batch_size, generator) / scale
                     products += rhs.shape[1]
-                    if step >= tail_start + 1:
+                    if step >= tail_begins + 1:
                         tail_sum += h
                     if step % _CHECK_EVERY == 0 or step == depth:
                         norm = float(torch.linalg.vector_norm(h))
@@ -88,18 +169,19 @@ class LissaSolver:
                     if repeat == 0 and step % record_every == 0:
                         norms.append(float(torch.linalg.vector_norm(h)) / scale / math.sqrt(rhs.shape[1]))
                     bar.update(1)
-                estimate += tail_sum / (depth - tail_start) / scale
+                estimate += tail_sum / (depth - tail_begins) / scale
         finally:
             bar.close()
         diagnostics = SolveDiagnostics(
             solver=self.name,
             n_rhs=rhs.shape[1],
-            converged=True,
+            converged=plan.needed_depth is not None and depth >= plan.needed_depth,
             iterations=depth,
             seconds=time.perf_counter() - start,
             hessian_vector_products=products,
             estimate_norms=np.asarray(norms),
             eigenvalues=eigenvalues,
             scale=scale,
+            warnings=list(plan.warnings),
         )
         return estimate / opts.repeats, diagnostics

@@ -127,8 +127,9 @@ class LissaOptions:
     Recursion: h_0 = v, h_j = v + h_{j-1} - (H_B h_{j-1}) / scale with H_B a minibatch
     estimate of H; the estimate of H^-1 v is h_depth / scale, averaged over ``repeats``.
     scale: must exceed lambda_max(H) / 2; None picks 1.1 x a Lanczos estimate of lambda_max.
-    depth: recursion steps; None picks enough for the slowest direction to shrink by 1e-3,
-        from scale / (weight_decay + damping), capped at ``max_depth``.
+    depth: recursion steps; None picks enough for the slowest direction to shrink by 1e-4,
+        from scale / (weight_decay + damping), capped at ``max_depth`` (with a ``ConvergenceWarning``
+        giving the figures, and ``converged=False``). A given scale is checked against lambda_max / 2.
     batch_size: training points per minibatch Hessian-vector product.
     tail_fraction: average the estimate over this last fraction of the recursion to cut the
         minibatch noise (0 keeps only the last step, as in the paper's code).
