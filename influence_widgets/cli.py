@@ -216,18 +216,36 @@ def build_parser() -> argparse.ArgumentParser:
             f"retraining, and write an offline HTML explorer (default ./{DEFAULT_REPORT}). "
             "logreg takes seconds; cnn about a minute."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    demo.add_argument("--model", choices=["logreg", "cnn"], default="logreg", help="the built-in model to train")
-    demo.add_argument("--n-test", type=int, default=3, metavar="N", help="test points to explain, worst first")
-    demo.add_argument("--top", type=int, default=5, metavar="K", help="helpful and harmful training points to list")
     demo.add_argument(
-        "--solver", choices=["auto", "exact", "cg", "lissa"], default="auto", help="inverse-Hessian solver"
+        "--model",
+        choices=["logreg", "cnn"],
+        default="logreg",
+        help="the built-in model to train: logreg (default) or cnn",
     )
-    demo.add_argument("--seed", type=int, default=0, help="seed of the split and the training")
-    demo.add_argument("--loo", type=int, default=10, metavar="N", help="leave-one-out retrainings (0 skips the check)")
     demo.add_argument(
-        "--out", "--report", dest="out", default=DEFAULT_REPORT, metavar="PATH", help="where to write the HTML explorer"
+        "--n-test", type=int, default=3, metavar="N", help="test points to explain, highest loss first (default 3)"
+    )
+    demo.add_argument(
+        "--top", type=int, default=5, metavar="K", help="helpful and harmful training points to list (default 5)"
+    )
+    demo.add_argument(
+        "--solver",
+        choices=["auto", "exact", "cg", "lissa"],
+        default="auto",
+        help="inverse-Hessian solver (default auto)",
+    )
+    demo.add_argument("--seed", type=int, default=0, help="seed of the split and the training (default 0)")
+    demo.add_argument(
+        "--loo", type=int, default=10, metavar="N", help="leave-one-out retrainings (default 10; 0 skips the check)"
+    )
+    demo.add_argument(
+        "--out",
+        "--report",
+        dest="out",
+        default=DEFAULT_REPORT,
+        metavar="PATH",
+        help=f"where to write the HTML explorer (default ./{DEFAULT_REPORT})",
     )
     demo.add_argument("--no-report", action="store_true", help="print only; write no HTML file")
     demo.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true", help="hide the progress bars")
