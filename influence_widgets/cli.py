@@ -248,6 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"where to write the HTML explorer (default ./{DEFAULT_REPORT})",
     )
     demo.add_argument("--no-report", action="store_true", help="print only; write no HTML file")
+    demo.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="CPU threads for PyTorch (default 1: the demo's small operations run slower, not faster, on more)",
+    )
     demo.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true", help="hide the progress bars")
     return parser
 
@@ -255,8 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.n_test < 1 or args.top < 1 or args.loo < 0:
-        parser.error("--n-test and --top must be at least 1, --loo at least 0")
+    if args.n_test < 1 or args.top < 1 or args.loo < 0 or args.threads < 1:
+        parser.error("--n-test, --top and --threads must be at least 1, --loo at least 0")
     report = None
     if not args.no_report:
         try:
@@ -264,6 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OutputNotWritable as error:
             print(f"influence-widgets demo: error: {error}", file=sys.stderr)
             return 2
+    torch.set_num_threads(args.threads)
     text = run_demo(args.model, args.n_test, args.top, args.solver, args.seed, not args.quiet, report, args.loo)
     print(text)
     return 0
