@@ -71,3 +71,60 @@ def test_relabelling_back_forgets_the_change_and_bad_input_is_refused(noisy):
         TriagePanel(ex, top=0)
     with pytest.raises(InfluenceInputError, match="class_names has 2 names"):
         TriagePanel(ex, class_names=["a", "b"])
+
+
+def test_each_row_shows_its_thumbnail_and_self_influence(noisy):
+    ex, *_, split = noisy
+    panel = TriagePanel(ex, images=split.images_train[:300], top=6)
+    reference = -ex.self_influence().double().numpy()  # |I_up,loss(z, z)|, computed here, not by the panel
+    assert len(panel.rows.children) == 6
+    for row, (_, index) in zip(panel.rows.children, panel.ranking.options):
+        thumb, button = row.children
+        assert thumb.value[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"train #{index}:" in button.description
+        assert f"|self-influence| {reference[index]:.3g}" in button.description
+    button = panel.rows.children[3].children[-1]
+    button.click()
+    assert panel.ranking.value == panel.ranking.options[3][1]
+
+
+def test_background_retrain_explains_what_changed_and_keeps_the_users_labels(noisy):
+    ex, model, _, y, y_clean, split = noisy
+    y_before = y.clone()
+    panel = TriagePanel(ex, X_test=split.X_test, y_test=split.y_test, top=30)
+    fixed = [i for _, i in panel.ranking.options if y_clean[i] != y[i]]
+    for i in fixed:
+        panel.relabel(i, int(y_clean[i]))
+    before = model(split.X_test).argmax(1)
+    panel.start_retrain()
+    assert panel.stop_button.disabled is False or not panel._thread.is_alive()
+    panel.wait(120)
+    assert panel.error is None and panel.progress.value == 100
+    assert panel.retrain_button.disabled is False and panel.stop_button.disabled is True
+    after = panel.explainer.objective.module(split.X_test).argmax(1)
+    changed = int((before != after).sum())
+    assert (
+        f"Retrained with {len(fixed)} corrected label(s): {changed} of {len(split.y_test)} test predictions changed"
+        in (panel.explanation.value)
+    )
+    assert torch.equal(y, y_before) and torch.equal(ex.data.y, y_before)
+
+
+def test_stop_during_a_retraining_leaves_model_and_ranking_unchanged_and_keeps_the_label_changes(noisy):
+    from influence_widgets.core.validation import LBFGSRetrain
+
+    ex, *_ = noisy
+    panel = TriagePanel(ex, top=5, retrain=LBFGSRetrain(max_iter=1000, tolerance=0.0))  # never converges
+    i = panel.ranking.value
+    new = (int(ex.data.y[i]) + 1) % 10
+    panel.relabel(i, new)
+    options = list(panel.ranking.options)
+    # the user presses Stop as soon as the progress bar first moves (after the first L-BFGS round)
+    panel.progress.observe(lambda change: panel.stop() if change["new"] > 0 else None, names="value")
+    panel.start_retrain()
+    panel.wait(120)
+    assert "retraining stopped" in panel.status.value and panel.error is None
+    assert 0 < panel.progress.value < 80  # stopped after one round of twenty
+    assert panel.explainer is ex and list(panel.ranking.options) == options
+    assert panel.relabelled == {i: (int(ex.data.y[i]), new)}
+    assert panel.retrain_button.disabled is False and panel.stop_button.disabled is True

@@ -9,7 +9,7 @@ from .models import (
     squared_error_per_example,
 )
 from .synthetic import TabularSplit, make_readmission
-from .training import fit_adam, fit_lbfgs, gradient_norm, objective_value
+from .training import fit_adam, fit_lbfgs, fit_to_minimum, gradient_norm, objective_value
 
 __all__ = [
     "LogisticRegression",
@@ -20,6 +20,7 @@ __all__ = [
     "cross_entropy_per_example",
     "fit_adam",
     "fit_lbfgs",
+    "fit_to_minimum",
     "gradient_norm",
     "load_digits",
     "make_readmission",
