@@ -360,3 +360,16 @@ def test_the_solve_of_each_test_point_is_shown_for_every_solver(digits_explorer,
     explorer.show(0)
     explorer.show(2)  # back to a point: its own solve again, not the latest one
     assert explorer.diagnostics.view.facts == view.facts
+
+
+def test_colour_images_become_luminance_thumbnails_channels_first_or_last():
+    from influence_widgets.widgets.images import to_thumbnails
+
+    rng = np.random.default_rng(0)
+    rgb = rng.uniform(0, 1, size=(4, 5, 6, 3))
+    gray = 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+    expected = 255 - np.round((gray - gray.min()) / (gray.max() - gray.min()) * 255)
+    np.testing.assert_array_equal(to_thumbnails(rgb, 4, "images"), expected)
+    np.testing.assert_array_equal(to_thumbnails(rgb.transpose(0, 3, 1, 2), 4, "images"), expected)
+    with pytest.raises(InfluenceInputError, match=r"images must have shape.*images=None"):
+        to_thumbnails(rng.uniform(size=(4, 5, 6, 4)), 4, "images")

@@ -8,19 +8,28 @@ import numpy as np
 
 from ..core.errors import InfluenceInputError
 
+_LUMINANCE = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601 weights of red, green and blue
+
 
 def to_thumbnails(images: Any, n: int, name: str) -> np.ndarray:
-    """Images [n, h, w] or [n, 1, h, w] (any real range) as uint8 [n, h, w], 255 = background.
+    """Images as uint8 gray thumbnails [n, h, w], 255 = background, ink dark on white.
 
-    Values are scaled jointly over the set so that the largest value is full ink.
+    Accepts [n, h, w], [n, 1, h, w], and colour images [n, 3, h, w] or [n, h, w, 3] (channels first or
+    last, shown by their luminance). Values (any real range) are scaled jointly over the set so that the
+    largest value is full ink.
     """
     array = np.asarray(images.detach().cpu() if hasattr(images, "detach") else images, dtype=np.float64)
     if array.ndim == 4 and array.shape[1] == 1:
         array = array[:, 0]
+    elif array.ndim == 4 and array.shape[1] == 3:
+        array = np.tensordot(_LUMINANCE, array, axes=([0], [1]))
+    elif array.ndim == 4 and array.shape[-1] in (1, 3):
+        array = array[..., 0] if array.shape[-1] == 1 else array @ _LUMINANCE
     if array.ndim != 3:
         raise InfluenceInputError(
-            f"{name} must have shape [n, height, width] (or [n, 1, height, width]) for grayscale thumbnails, got "
-            f"{tuple(array.shape)}; reshape flat inputs, e.g. images.reshape(-1, 8, 8)"
+            f"{name} must have shape [n, height, width], [n, 1 or 3, height, width] or [n, height, width, 1 or 3] "
+            f"for thumbnails, got {tuple(array.shape)}; reshape flat inputs, e.g. images.reshape(-1, 8, 8), "
+            "or pass images=None to show the points without thumbnails"
         )
     if len(array) != n:
         raise InfluenceInputError(f"{name} has {len(array)} images but there are {n} points; pass one image per point")
