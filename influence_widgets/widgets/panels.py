@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import ipywidgets as widgets
 import numpy as np
 
 from ..core.validation import LOOResult
+from .background import BackgroundWork
 from .verdict import loo_verdict, solve_facts
 from .views import LOOView, SolveView, int32_bytes
 
@@ -29,7 +29,7 @@ def loo_state(result: LOOResult | None, verdict: dict | None) -> dict:
     }
 
 
-class LOOPanel(widgets.VBox):
+class LOOPanel(BackgroundWork, widgets.VBox):
     """Predicted versus actual change for retrained points; fills in while retraining runs.
 
     ``run()`` retrains in a background thread so that the kernel still hears the Stop button;
@@ -47,8 +47,7 @@ class LOOPanel(widgets.VBox):
         self._key: Any = None
         self._label = ""
         self._test: tuple[Any, Any] | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._init_background()
         self.error: BaseException | None = None
         self.run_button = widgets.Button(description="Run leave-one-out", icon="play", layout=BUTTON)
         self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True, layout=BUTTON)
@@ -88,10 +87,10 @@ class LOOPanel(widgets.VBox):
 
     def run(self, background: bool = True) -> None:
         """Retrain without each of the ``n_points`` most influential points of the current test point."""
-        if self._test is None or (self._thread is not None and self._thread.is_alive()):
+        if self._test is None or self.busy:
             return
         key, (x, y) = self._key, self._test
-        self._stop.clear()
+        self._stop.clear()  # before the work starts: should_stop is read from its first step
         self.error = None
         self.run_button.disabled, self.stop_button.disabled = True, False
         self.progress.max = self.n_points
@@ -123,19 +122,7 @@ class LOOPanel(widgets.VBox):
             finally:
                 self.run_button.disabled, self.stop_button.disabled = False, True
 
-        if background:
-            self._thread = threading.Thread(target=work, daemon=True)
-            self._thread.start()
-        else:
-            work()
-
-    def stop(self) -> None:
-        """Stop after the retraining in progress; the points done stay."""
-        self._stop.set()
-
-    def wait(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._launch(work, background)
 
 
 def solve_state(diagnostics: Any, weight_decay: float, damping: float, stationarity: Any = None) -> dict:

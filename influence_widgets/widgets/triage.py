@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import html
 import io
-import threading
 from typing import Any
 
 import ipywidgets as widgets
@@ -20,6 +19,7 @@ from ..core.errors import InfluenceInputError
 from ..core.validation import LBFGSRetrain, retrain_copy
 from ..data.training import fit_lbfgs, gradient_norm
 from ..usecases.mislabel import accuracy_of, review_order
+from .background import BackgroundWork
 from .images import to_thumbnails
 
 
@@ -42,7 +42,7 @@ def _predictions(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
     return (outputs.reshape(-1) > 0).long().cpu().numpy()
 
 
-class TriagePanel(widgets.VBox):
+class TriagePanel(BackgroundWork, widgets.VBox):
     """Training points ranked by ``method`` (default |self-influence|), most suspicious first.
 
     Each row shows the point's thumbnail (or ``row_text`` for tabular data), its label and its score:
@@ -93,8 +93,7 @@ class TriagePanel(widgets.VBox):
         self._test = None if X_test is None else explainer._coerce_test(X_test, y_test)
         self.accuracy_history: list[float] = []
         self.error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._init_background()
 
         self.ranking = widgets.Select(description="suspicious", rows=12, layout=widgets.Layout(width="100%"))
         self.rows = widgets.VBox(layout=widgets.Layout(max_height="420px", overflow="auto", width="380px"))
@@ -273,7 +272,7 @@ class TriagePanel(widgets.VBox):
 
     def start_retrain(self, background: bool = True) -> None:
         """Retrain in a background thread (the kernel still hears Stop); ``wait()`` joins it."""
-        if self._thread is not None and self._thread.is_alive():
+        if self.busy:
             return
         self._stop.clear()
         self.error = None
@@ -297,16 +296,4 @@ class TriagePanel(widgets.VBox):
             finally:
                 self.retrain_button.disabled, self.stop_button.disabled = False, True
 
-        if background:
-            self._thread = threading.Thread(target=work, daemon=True)
-            self._thread.start()
-        else:
-            work()
-
-    def stop(self) -> None:
-        """Stop the retraining in progress at its next check; nothing changes."""
-        self._stop.set()
-
-    def wait(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._launch(work, background)
