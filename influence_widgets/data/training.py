@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..core.threads import within_thread_budget
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -33,6 +35,7 @@ def gradient_norm(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.T
     return float(torch.sqrt(sum((g * g).sum() for g in grads)))
 
 
+@within_thread_budget  # threads sized to the free cores, the user's setting restored after
 def fit_lbfgs(
     model: nn.Module,
     loss_fn: LossFn,
@@ -72,6 +75,7 @@ def fit_lbfgs(
     return model.eval()
 
 
+@within_thread_budget  # threads sized to the free cores, the user's setting restored after
 def fit_to_minimum(
     model: nn.Module,
     loss_fn: LossFn,
@@ -114,6 +118,7 @@ def fit_to_minimum(
     return norm
 
 
+@within_thread_budget  # threads sized to the free cores, the user's setting restored after
 def fit_adam(
     model: nn.Module,
     loss_fn: LossFn,
