@@ -337,7 +337,10 @@ def test_the_verdict_names_the_likely_cause_when_retraining_disagrees():
     assert loo_verdict(_loo(predicted[:2], predicted[:2], 0.0))["agrees"] is None  # too few to judge
 
 
-@pytest.mark.parametrize(("solver", "kind"), [("cg", "relative residual per CG iteration"), ("exact", "")])
+@pytest.mark.parametrize(
+    ("solver", "kind"),
+    [("cg", "relative residual per CG iteration"), ("exact", ""), ("lissa", "||estimate|| per LiSSA step (sampled)")],
+)
 def test_the_solve_of_each_test_point_is_shown_for_every_solver(digits_explorer, solver, kind):
     _, ex, split = digits_explorer
     torch.manual_seed(0)
@@ -352,11 +355,17 @@ def test_the_solve_of_each_test_point_is_shown_for_every_solver(digits_explorer,
     shown = explorer.results[2].diagnostics
     assert shown is other.diagnostics[-1] and view.trace_kind == kind
     trace = np.frombuffer(view.trace, dtype=np.float32)
-    if kind:
+    if solver == "cg":
         np.testing.assert_allclose(trace, shown.residuals.astype(np.float32))
+    if solver == "lissa":
+        np.testing.assert_allclose(trace, shown.estimate_norms.astype(np.float32))
+        assert float(dict(view.facts)["LiSSA scale"]) == pytest.approx(shown.scale, rel=1e-2)
     facts = dict(view.facts)
     assert facts["solver"] == solver and facts["converged"] == ("yes" if shown.converged else "NO")
-    assert facts["final relative residual ||Hx - b|| / ||b||"] == f"{shown.residuals[-1]:.2e}"
+    if shown.residuals.size:  # CG and exact check their residual; LiSSA has none, it shows its scale and trace
+        assert facts["final relative residual ||Hx - b|| / ||b||"] == f"{shown.residuals[-1]:.2e}"
+    else:
+        assert solver == "lissa" and "LiSSA scale" in facts and trace.size > 0
     explorer.show(0)
     explorer.show(2)  # back to a point: its own solve again, not the latest one
     assert explorer.diagnostics.view.facts == view.facts
