@@ -5,7 +5,6 @@ write an HTML explorer that opens offline."""
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import sys
 import time
@@ -168,15 +167,6 @@ def run_demo(
     return "\n".join(lines)
 
 
-def _explorer_ids(shown: torch.Tensor, n_train: int) -> dict:
-    """The user's indices for the explorer, where it takes them (``test_ids``/``train_ids``)."""
-    from .widgets.explorer import Explorer
-
-    accepted = inspect.signature(Explorer.__init__).parameters
-    ids = {"test_ids": shown.tolist(), "train_ids": list(range(n_train))}
-    return {key: value for key, value in ids.items() if key in accepted}
-
-
 def _write_report(explainer, split, losses, path: str, loo_points: int, model: str, progress: bool):
     from .widgets import explore
 
@@ -190,7 +180,7 @@ def _write_report(explainer, split, losses, path: str, loo_points: int, model: s
         class_names=split.class_names,
         loo_points=loo_points,
         loo_retrain=_retrain_method(model),
-        **_explorer_ids(shown, explainer.n_train),
+        test_ids=shown.tolist(),
     )
     result = None
     if loo_points > 0:

@@ -10,7 +10,6 @@ Builds the logistic-regression demo on the built-in digits, writes the explorer'
 from __future__ import annotations
 
 import argparse
-import inspect
 import tempfile
 from pathlib import Path
 
@@ -33,7 +32,6 @@ def write_report(path: Path) -> int:
     from influence_widgets import InfluenceExplainer
     from influence_widgets.data.zoo import train_digits_model
     from influence_widgets.widgets import explore
-    from influence_widgets.widgets.explorer import Explorer
 
     trained = train_digits_model("logreg", seed=0)
     split = trained.split
@@ -43,8 +41,6 @@ def write_report(path: Path) -> int:
     with torch.no_grad():
         losses = trained.loss_fn(trained.model(split.X_test), split.y_test)
     shown = torch.argsort(losses, descending=True)[:12]
-    ids = {"test_ids": shown.tolist(), "train_ids": list(range(explainer.n_train))}
-    accepted = inspect.signature(Explorer.__init__).parameters
     explorer = explore(
         explainer,
         split.X_test[shown],
@@ -53,7 +49,7 @@ def write_report(path: Path) -> int:
         images_test=split.images_test[shown.numpy()],
         class_names=split.class_names,
         loo_points=10,
-        **{key: value for key, value in ids.items() if key in accepted},
+        test_ids=shown.tolist(),
     )
     explorer.loo.run(background=False)
     explorer.save_html(path, test_indices=range(len(shown)), title="influence_widgets: logistic regression on digits")
