@@ -13,12 +13,12 @@ from typing import Protocol
 
 import torch
 
-from .data import TrainingData
 from .gauss_newton import affine_on, affine_parameter_mask, gauss_newton_sum, jacobian_chunks
 from .linear_head import find_linear_head
 from .module_blocks import ModuleBlock, block_columns, find_module_blocks, verify
 from .objective import Objective
 from .progress import progress_bar
+from .training_data import TrainingData
 
 _AFFINE_SAMPLE = 8  # training points on which the affine parameter group is searched (then checked on all)
 

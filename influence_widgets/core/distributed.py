@@ -27,10 +27,10 @@ import torch
 from torch.utils.data import ConcatDataset, Subset
 
 from .curvature import TrainingHessian
-from .data import StreamedData, TrainingData
 from .errors import DistributedWorkError, InfluenceInputError
 from .gauss_newton import gauss_newton_sum, jacobian_chunks
 from .objective import Objective
+from .training_data import StreamedData, TrainingData
 
 
 def check_client(client: Any) -> Any:

@@ -28,7 +28,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from .cost import CostEstimate, estimate_cost
 from .curvature import EigenvalueEstimate, TrainingHessian, lanczos_extremes
-from .data import StreamedData, TrainingData
 from .distributed import ShardedTraining, check_client
 from .errors import InfluenceInputError, NonConvexWarning, NotStationaryWarning
 from .inputs import (
@@ -45,11 +44,13 @@ from .inputs import (
 )
 from .linear_head import find_linear_head
 from .objective import LossFn, Objective, OutputSelector, ParamsSpec, describe_output
+from .predictions import predicted_classes
 from .progress import progress_bar
 from .refinement import newton_removal_steps
 from .solvers import ExactSolver, SolveDiagnostics, answers_first_by_cg, make_solver, resolve_solver_name
 from .stationarity import StationarityReport, measure_stationarity
 from .threads import budget_public_methods
+from .training_data import StreamedData, TrainingData
 from .validation import LOOResult, validate_loo
 
 Measurement = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -216,6 +217,51 @@ class InfluenceExplainer:
         """p, the number of selected parameters."""
         return self.objective.size
 
+    @property
+    def model(self) -> nn.Module:
+        """The explainer's own deep copy of the model, in eval mode (the user's model is never touched)."""
+        return self.objective.module
+
+    @property
+    def loss_fn(self) -> LossFn:
+        """The per-example loss, ``loss_fn(outputs, targets) -> [b]``, as given."""
+        return self.objective.loss_fn
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's selected parameters live; every tensor of the computation follows them."""
+        return self.objective.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The selected parameters' dtype: inputs are cast to it, results come back in it."""
+        return self.objective.dtype
+
+    def outputs(self, X: Any) -> torch.Tensor:
+        """Model outputs at the trained parameters for inputs [b, *feature_shape], [b, ...] on the CPU
+        (the ``output=`` selection applied; no gradients kept). Computed ``batch_size`` rows at a time."""
+        x = cast_inputs(as_tensor(X, "X"), self.dtype)
+        if x.ndim == len(self.data.feature_shape):
+            x = x.unsqueeze(0)
+        check_feature_shape(x, self.data.feature_shape, "X")
+        with torch.no_grad():
+            parts = [
+                self.objective.outputs(x[start : start + self.batch_size].to(self.device)).cpu()
+                for start in range(0, len(x), self.batch_size)
+            ]
+        return torch.cat(parts) if parts else torch.empty(0)
+
+    def losses(self, X: Any, y: Any) -> torch.Tensor:
+        """Per-example losses L(z, theta_hat) [b] on the CPU (unregularised: no weight decay, no 1/n)."""
+        x, targets = self.coerce_test(X, y)
+        outputs = self.outputs(x)
+        with torch.no_grad():
+            return self.loss_fn(outputs, targets.to(outputs.device)).cpu()
+
+    def predicted_classes(self, X: Any) -> torch.Tensor:
+        """Predicted class per input, int64 [b] on the CPU: argmax of several outputs, logit > 0 for one."""
+        return predicted_classes(self.outputs(X))
+
     def _check_model_and_loss(self, fn: Measurement, fn_name: str) -> None:
         """Run the model and ``fn`` on two training rows; explain what is wrong if that fails."""
         x, y = self.data.take(torch.arange(min(2, self.n_train)))
@@ -307,10 +353,8 @@ class InfluenceExplainer:
 
     def coerce_test(self, X_test: Any, y_test: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Test inputs [m, *feature_shape] and targets as tensors in the model's dtype (CPU or as given),
-        checked against the training set: shapes, target kind, class labels against the outputs, finiteness."""
-        return self._coerce_test(X_test, y_test)
-
-    def _coerce_test(self, X_test: Any, y_test: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        checked against the training set: shapes, target kind, class labels against the outputs, finiteness.
+        A single point (no leading batch dimension) becomes a batch of one."""
         self.check_training_data_unchanged()
         x = as_tensor(X_test, "X_test")
         y = as_tensor(y_test, "y_test")
@@ -406,7 +450,7 @@ class InfluenceExplainer:
 
     def test_gradients(self, X_test: Any, y_test: Any, measurement: Measurement | None = None) -> torch.Tensor:
         """[n_test, p]: nabla_theta of the test loss (or of ``measurement``) per test point, on the model's device."""
-        x, y = self._coerce_test(X_test, y_test)
+        x, y = self.coerce_test(X_test, y_test)
         if measurement is not None:
             self._check_model_and_loss(measurement, "measurement")
         return self._per_example_grads(x, y, measurement, "test gradients")
@@ -458,7 +502,7 @@ class InfluenceExplainer:
         self, X_test: Any, y_test: Any, measurement: Measurement | None = None, *, client: Any = None
     ) -> torch.Tensor:
         """s_test = H^-1 nabla L(z_test) per test point, [n_test, p] (CPU); cached per test point."""
-        x, y = self._coerce_test(X_test, y_test)
+        x, y = self.coerce_test(X_test, y_test)
         if measurement is not None:
             self._check_model_and_loss(measurement, "measurement")
         return self._s_test(x, y, measurement, client).cpu()
@@ -478,7 +522,7 @@ class InfluenceExplainer:
         """
         if client is not None:
             check_client(client)
-        x, y = self._coerce_test(X_test, y_test)
+        x, y = self.coerce_test(X_test, y_test)
         if measurement is not None:
             self._check_model_and_loss(measurement, "measurement")
         s_test = self._s_test(x, y, measurement, client)
@@ -510,7 +554,7 @@ class InfluenceExplainer:
         first_order = -self.influence(X_test, y_test, measurement, client=client) / self.n_train
         if refine is None:
             return first_order
-        x, y = self._coerce_test(X_test, y_test)
+        x, y = self.coerce_test(X_test, y_test)
         top = torch.argsort(first_order.abs(), dim=1, descending=True)[:, :top_k]
         removed = torch.unique(top)
         changes = self.newton_loss_change(x, y, removed, measurement)
@@ -525,7 +569,7 @@ class InfluenceExplainer:
         self, X_test: Any, y_test: Any, train_indices: Any, measurement: Measurement | None = None
     ) -> torch.Tensor:
         """L(z_test, theta_-z) - L(z_test, theta_hat) with theta_-z one Newton step, [n_test, k] (CPU)."""
-        x, y = self._coerce_test(X_test, y_test)
+        x, y = self.coerce_test(X_test, y_test)
         idx = check_indices(train_indices, self.n_train, "train_indices")
         fn = self.objective.loss_fn if measurement is None else measurement
         steps = newton_removal_steps(self, idx)
@@ -558,7 +602,7 @@ class InfluenceExplainer:
         x_train, y_train = self.data.take(idx)
         if not x_train.is_floating_point():
             raise InfluenceInputError("I_pert,loss needs continuous inputs; X_train is not floating point")
-        x, y = self._coerce_test(X_test, y_test)
+        x, y = self.coerce_test(X_test, y_test)
         if measurement is not None:
             self._check_model_and_loss(measurement, "measurement")
         s_test = self._s_test(x, y, measurement)
@@ -632,7 +676,7 @@ class InfluenceExplainer:
                 f"the projection dimension must be an integer in [1, p = {self.n_params}], got dim={dim!r}"
             )
         seed = as_real(seed, "seed", integer=True, fix="pass an integer seed")
-        x, y = self._coerce_test(X_test, y_test)
+        x, y = self.coerce_test(X_test, y_test)
         if (dim, seed) not in self._projections:
             generator = torch.Generator().manual_seed(seed)
             projection = torch.randn(self.n_params, dim, generator=generator, dtype=torch.float32)

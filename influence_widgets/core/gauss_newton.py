@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from torch.func import grad, jacrev, jvp, vjp, vmap
 
-from .data import StreamedData, TrainingData
 from .objective import Objective
+from .training_data import StreamedData, TrainingData
 
 _JACOBIAN_CHUNK_BYTES = 2**26  # per-example Jacobians held at once: b x C x p values ...
 _MAX_CHUNKS_PER_CALL = 8  # ... and at most this many batch_size chunks of points

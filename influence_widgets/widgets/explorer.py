@@ -95,7 +95,7 @@ class Explorer:
         test_index: int = 0,
     ) -> None:
         self.explainer = explainer
-        self.x_test, self.y_test = explainer._coerce_test(X_test, y_test)
+        self.x_test, self.y_test = explainer.coerce_test(X_test, y_test)
         n_train, n_test = explainer.n_train, len(self.x_test)
         self.train_ids = check_ids(train_ids, n_train, "train_ids")
         self.test_ids = check_ids(test_ids, n_test, "test_ids")

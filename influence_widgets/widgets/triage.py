@@ -90,7 +90,7 @@ class TriagePanel(BackgroundWork, widgets.VBox):
         self.row_text = None if row_text is None else [str(t) for t in row_text]
         self.thumbnails = None if images is None else to_thumbnails(images, explainer.n_train, "images")
         self.relabelled: dict[int, tuple[int, int]] = {}
-        self._test = None if X_test is None else explainer._coerce_test(X_test, y_test)
+        self._test = None if X_test is None else explainer.coerce_test(X_test, y_test)
         self.accuracy_history: list[float] = []
         self.error: BaseException | None = None
         self._init_background()
