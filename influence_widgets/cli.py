@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from .core import InfluenceExplainer
+from .core.solvers import REGISTRY, solver_names
 from .core.validation import LBFGSRetrain, LOOResult
 from .data.zoo import train_digits_model
 
@@ -221,9 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--solver",
-        choices=["auto", "exact", "cg", "lissa"],
+        choices=solver_names(),
         default="auto",
-        help="inverse-Hessian solver (default auto)",
+        help="inverse-Hessian solver (default auto): "
+        + "; ".join(f"{entry.name}: {entry.summary}" for entry in REGISTRY.values()),
     )
     demo.add_argument("--seed", type=int, default=0, help="seed of the split and the training (default 0)")
     demo.add_argument(

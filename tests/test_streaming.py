@@ -76,7 +76,7 @@ def test_streamed_influence_matches_closed_form_without_holding_gradients(binary
         assert relative_error(influence, truth) < 1e-6, name
         assert relative_error(ex.self_influence(), self_truth) < 1e-6, name
         assert relative_error(ex.influence_params([3, 5]), -np.linalg.solve(hessian, train_grads[[3, 5]].T).T) < 1e-6
-        assert ex._train_grads is None, "a streaming explainer must not hold G"
+        assert ex.cached_train_gradients() is None, "a streaming explainer must not hold G"
 
 
 def test_projected_influence_is_unbiased_and_its_error_shrinks_like_one_over_root_dim(binary_logreg):

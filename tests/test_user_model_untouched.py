@@ -65,5 +65,5 @@ def test_influence_is_computed_in_eval_mode():
     torch.testing.assert_close(ex.objective.outputs(x[:5]), expected)
     model.train()
     first = ex.influence(x[:2], y[:2])
-    ex._s_test_cache.clear()
+    ex.clear_cache()
     torch.testing.assert_close(ex.influence(x[:2], y[:2]), first)  # deterministic: no dropout noise

@@ -14,7 +14,8 @@ from .errors import (
     NotStationaryWarning,
     SolverDivergedError,
 )
-from .explainer import CurvatureReport, InfluenceExplainer
+from .explainer import ExplainerSettings, InfluenceExplainer
+from .explainer_curvature import CurvatureReport, DampedExplainer
 from .losses import SmoothHinge
 from .solvers import CGOptions, ExactOptions, LissaOptions, SolveDiagnostics, make_solver
 from .stationarity import StationarityReport
@@ -24,10 +25,12 @@ __all__ = [
     "CGOptions",
     "ConvergenceWarning",
     "CurvatureReport",
+    "DampedExplainer",
     "DenseOperator",
     "DistributedWorkError",
     "EigenvalueEstimate",
     "ExactOptions",
+    "ExplainerSettings",
     "FrozenParameterWarning",
     "InfluenceExplainer",
     "InfluenceInputError",

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from .gauss_newton import gauss_newton_sum
 from .memory import FRACTION_USABLE, available_bytes
 from .module_blocks import block_columns, find_module_blocks
-from .solvers import CGSolver, ExactSolver, LissaSolver
-from .solvers.block_cg import BASIS_BYTES
 
-_LANCZOS_STEPS = 30  # what LiSSA spends on its scale and depth when they are not given
+if TYPE_CHECKING:
+    from .explainer import InfluenceExplainer
+
 _TIMED_GAUSS_NEWTON_COLUMNS = 512  # above this many parameters the Gauss-Newton sum is timed on columns
 _TIMED_COLUMNS = 64  # columns per layer-wise block timed for the explicit Hessian's preview (fewer: overhead)
 
@@ -94,7 +95,9 @@ def _timed(fn, repeats: int = 3) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def _seconds_per_point_for_columns(explainer, x: torch.Tensor, y: torch.Tensor, per_hvp: float) -> float:
+def _seconds_per_point_for_columns(
+    explainer: InfluenceExplainer, x: torch.Tensor, y: torch.Tensor, per_hvp: float
+) -> float:
     """Seconds per training point for all curved columns of the explicit Hessian: the layer-wise blocks
     timed on the sample (64 columns each) where the model has them, else one full product per column."""
     hessian, objective = explainer.hessian, explainer.objective
@@ -132,7 +135,7 @@ def _seconds_per_gauss_newton_point(objective, x: torch.Tensor, y: torch.Tensor)
     return (constant + quadratic * p * p) / k
 
 
-def estimate_cost(explainer, n_test: int = 1, sample_size: int = 64) -> CostEstimate:
+def estimate_cost(explainer: InfluenceExplainer, n_test: int = 1, sample_size: int = 64) -> CostEstimate:
     """Preview the cost of ``explainer.influence`` for ``n_test`` new test points (see ``CostEstimate``)."""
     objective, n, p = explainer.objective, explainer.n_train, explainer.n_params
     itemsize = objective.theta.element_size()
@@ -144,51 +147,23 @@ def estimate_cost(explainer, n_test: int = 1, sample_size: int = 64) -> CostEsti
     vectors = torch.randn(p, 8, generator=generator, dtype=objective.dtype).to(objective.device)
     per_hvp = _timed(lambda: objective.hessian_sum_matvec(x, y, vectors)) / (k * vectors.shape[1])
 
-    gradient_points = n_test + (0 if explainer._train_grads is not None else n)  # streaming: G again per query
-    solver, hessian = explainer.solver, explainer.hessian
-    extra_seconds, upper_bound = 0.0, False
-    hessian_bytes = gauss_newton_points = basis_bytes = 0
-    column_seconds = None  # the explicit Hessian's columns, where they are not plain products
-    if isinstance(solver, ExactSolver):
-        built = solver.has_hessian(hessian)
-        curved = hessian.curved_count()
-        hvp_points = 0 if built else n * curved
-        if not built:
-            column_seconds = n * _seconds_per_point_for_columns(explainer, x, y, per_hvp)
-        gauss_newton_points = 0 if built or curved == p else n
-        hessian_bytes = 2 * p * p * 8  # the float64 Hessian and its factor
-        if not built:
-            size = min(p, 256)
-            matrix = torch.eye(size, dtype=torch.float64) * size + 1
-            extra_seconds = _timed(lambda: torch.linalg.cholesky(matrix), repeats=2) * (p / size) ** 3
-    elif isinstance(solver, CGSolver):
-        hvp_points = solver.options.max_iter * n_test * n
-        upper_bound = True
-        if solver.options.block:
-            basis_bytes = min(BASIS_BYTES, 2 * (p // 2) * p * itemsize)  # directions kept for reuse, at most
-        if (
-            solver.options.block
-            and solver.uses_preconditioner(hessian)
-            and not hessian.has_preconditioner(solver.preconditioner_points(hessian, n_test))
-        ):
-            gauss_newton_points = min(n, solver.preconditioner_points(hessian, n_test))
-            hessian_bytes = 2 * p * p * 8  # the float64 Gauss-Newton matrix and its factor
-    elif isinstance(solver, LissaSolver):
-        opts = solver.options
-        depth = opts.depth if opts.depth is not None else opts.max_depth
-        upper_bound = opts.depth is None
-        lanczos = _LANCZOS_STEPS * n if (opts.scale is None or opts.depth is None) else 0
-        hvp_points = lanczos + opts.repeats * depth * min(opts.batch_size, n) * n_test
-    else:  # a solver this module does not know: count nothing it cannot see
-        hvp_points = 0
+    gradient_points = n_test + (0 if explainer.cached_train_gradients() is not None else n)  # streaming: G again
+    hessian = explainer.hessian
+    work = explainer.solver.work(hessian, n_test, n)
+    column_seconds = extra_seconds = 0.0
+    if work.explicit_hessian:  # its curved columns as the operator builds them, then one float64 factorisation
+        column_seconds = n * _seconds_per_point_for_columns(explainer, x, y, per_hvp)
+        size = min(p, 256)
+        matrix = torch.eye(size, dtype=torch.float64) * size + 1
+        extra_seconds = _timed(lambda: torch.linalg.cholesky(matrix), repeats=2) * (p / size) ** 3
+    gauss_newton_points = work.gauss_newton_points
     per_gauss_newton = _seconds_per_gauss_newton_point(objective, x, y) if gauss_newton_points else 0.0
     memory = {
         "gradient cache": n * p * itemsize if explainer.cache_gradients else 0,
-        "explicit Hessian" if isinstance(solver, ExactSolver) else "preconditioner": hessian_bytes,
         "working chunk": min(explainer.batch_size, n) * p * itemsize * 2,
-        "Krylov directions": basis_bytes,
+        **work.memory_bytes,
     }
-    hvp_seconds = hvp_points * per_hvp if column_seconds is None else column_seconds
+    hvp_seconds = column_seconds if work.explicit_hessian else work.hvp_points * per_hvp
     seconds = gradient_points * per_gradient + hvp_seconds + gauss_newton_points * per_gauss_newton
     seconds += extra_seconds
     return CostEstimate(
@@ -197,13 +172,13 @@ def estimate_cost(explainer, n_test: int = 1, sample_size: int = 64) -> CostEsti
         n_params=p,
         n_test=n_test,
         gradient_points=gradient_points,
-        hvp_points=hvp_points,
+        hvp_points=work.hvp_points,
         gauss_newton_points=gauss_newton_points,
         memory_bytes=memory,
         seconds_per_gradient=per_gradient,
         seconds_per_hvp=per_hvp,
         seconds_per_gauss_newton_point=per_gauss_newton,
         seconds=seconds,
-        upper_bound=upper_bound,
+        upper_bound=work.upper_bound,
         available_bytes=available_bytes(objective.device),
     )

@@ -7,7 +7,7 @@ Every operator maps [p, m] to [p, m] and never forms H unless ``dense()`` is ask
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -44,6 +44,10 @@ class HessianOperator(Protocol):
     dtype: torch.dtype
     device: torch.device
     shift: float  # a multiple of I known to be part of H (weight decay + damping); 0 if unknown
+    damping: float | None  # the damping in ``shift``, where H is a training Hessian (None otherwise)
+    key: Hashable | None  # what H depends on apart from the damping (model, data, weight decay); None: unknown
+    has_gauss_newton: bool  # offers ``gauss_newton_preconditioner`` (a damped Gauss-Newton matrix of the same data)
+    per_column: bool  # its product differs per column: ``matvec_columns(vectors, columns)`` instead of one H
 
     def matvec(self, vectors: torch.Tensor) -> torch.Tensor:
         """H @ vectors, [p, m] -> [p, m]."""
@@ -59,7 +63,13 @@ class HessianOperator(Protocol):
 
 
 class TrainingHessian:
-    """Matrix-free Hessian of R(theta) = (1/n) sum_i loss_i + (lambda/2)||theta||^2, plus damping."""
+    """Matrix-free Hessian of R(theta) = (1/n) sum_i loss_i + (lambda/2)||theta||^2, plus damping.
+
+    ``key``: what H depends on apart from the damping (see ``core.caches``), for caches of its explicit form.
+    """
+
+    has_gauss_newton = True
+    per_column = False
 
     def __init__(
         self,
@@ -69,7 +79,9 @@ class TrainingHessian:
         damping: float,
         chunk_size: int,
         progress: bool = False,
+        key: Hashable | None = None,
     ) -> None:
+        self.key = key
         self.objective = objective
         self.data = data
         self.weight_decay = weight_decay
@@ -345,6 +357,11 @@ class TrainingHessian:
 
 class DenseOperator:
     """A fixed symmetric matrix as a ``HessianOperator`` (tests, and already-formed Hessians)."""
+
+    damping: float | None = None
+    key: Hashable | None = None
+    has_gauss_newton = False
+    per_column = False
 
     def __init__(self, matrix: torch.Tensor, shift: float = 0.0) -> None:
         self.matrix = matrix

@@ -267,7 +267,12 @@ class DistributedHessian(TrainingHessian):
 
     def __init__(self, explainer, sharded: ShardedTraining) -> None:
         super().__init__(
-            explainer.objective, explainer.data, explainer.weight_decay, explainer.damping, explainer.batch_size
+            explainer.objective,
+            explainer.data,
+            explainer.weight_decay,
+            explainer.damping,
+            explainer.batch_size,
+            key=explainer.hessian.key,  # the same H as the local one: its explicit form is shared
         )
         self.sharded = sharded
         self.module_blocks = False  # explicit Hessians from products on the cluster, not layer-wise here,

@@ -217,6 +217,8 @@ class Objective:
             )
         self.module = copy.deepcopy(model).eval()
         self.module._influence_private_copy = True
+        if isinstance(self.module.__dict__.get("forward"), _SelectedForward):  # another explainer's copy
+            del self.module.forward  # select from the model's own output again, not from a selection
         self.output = output
         if output is not None:  # every call of the copy (functional_call included) returns the selected output
             self.module.forward = _SelectedForward(self.module, output)

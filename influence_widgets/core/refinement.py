@@ -12,10 +12,15 @@ largest influence. For a quadratic objective (least squares) the step is exact.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from .curvature import HessianOperator
-from .solvers import CGSolver, ExactSolver
+from .solvers import CGSolver
+
+if TYPE_CHECKING:
+    from .explainer import InfluenceExplainer
 
 
 class RemovedPointsHessian:
@@ -24,6 +29,11 @@ class RemovedPointsHessian:
     The products with H are batched over all columns; ``matvec_columns`` tells CG which columns
     (and so which removed points) the vectors belong to.
     """
+
+    damping = None
+    key = None
+    has_gauss_newton = False
+    per_column = True
 
     def __init__(self, base: HessianOperator, objective, x: torch.Tensor, y: torch.Tensor, n: int) -> None:
         self.base = base
@@ -50,18 +60,19 @@ class RemovedPointsHessian:
         raise NotImplementedError("the removed-point Hessians are only used matrix-free")
 
 
-def newton_removal_steps(explainer, train_indices: torch.Tensor) -> torch.Tensor:
+def newton_removal_steps(explainer: InfluenceExplainer, train_indices: torch.Tensor) -> torch.Tensor:
     """theta_-z - theta_hat for each training index, [k, p], in the explainer's dtype and device.
 
-    With the exact solver, (H - h h^T / n)^-1 is a Sherman-Morrison update of the cached factor when
-    the point's Hessian is rank one (binary logistic regression, least squares), otherwise a dense
-    float64 solve; with the iterative solvers, one batched CG over all the removed-point Hessians.
+    With a solver that works from the explicit Hessian (exact), (H - h h^T / n)^-1 is a Sherman-Morrison
+    update of the cached factor when the point's Hessian is rank one (binary logistic regression, least
+    squares), otherwise a dense float64 solve; with the iterative solvers, one batched CG over all the
+    removed-point Hessians.
     """
     objective = explainer.objective
     n = explainer.n_train
     gradients = explainer.gradients_at(train_indices) / n
     x, y = explainer.data.take(train_indices)
-    if isinstance(explainer.solver, ExactSolver):
+    if explainer.solver.explicit_hessian(explainer.hessian) is not None:
         steps = []
         for j in range(len(train_indices)):
 
@@ -71,15 +82,14 @@ def newton_removal_steps(explainer, train_indices: torch.Tensor) -> torch.Tensor
             steps.append(_exact_step(explainer, point_matvec, gradients[j], n))
         return torch.stack(steps)
     operator = RemovedPointsHessian(explainer.hessian, objective, x, y, n)
-    options = explainer.solver.options if isinstance(explainer.solver, CGSolver) else None
-    solution, diagnostics = CGSolver(options).solve(operator, gradients.T)
+    solution, diagnostics = CGSolver(explainer.solver.matrix_free_options()).solve(operator, gradients.T)
     explainer.diagnostics.append(diagnostics)
     return solution.T
 
 
-def _exact_step(explainer, point_matvec, gradient: torch.Tensor, n: int) -> torch.Tensor:
-    solver: ExactSolver = explainer.solver
-    hessian = solver.hessian(explainer.hessian)
+def _exact_step(explainer: InfluenceExplainer, point_matvec, gradient: torch.Tensor, n: int) -> torch.Tensor:
+    solver = explainer.solver
+    hessian = solver.explicit_hessian(explainer.hessian)
     p = hessian.shape[0]
     point_hessian = point_matvec(torch.eye(p, dtype=gradient.dtype, device=gradient.device)).to(torch.float64)
     point_hessian = (point_hessian + point_hessian.T) / 2

@@ -11,8 +11,12 @@ stationary when n x ratio <= 0.1: the residual pulls less than a tenth of what r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from .explainer import InfluenceExplainer
 from torch.func import grad
 
 STATIONARITY_REMOVALS = 0.1  # far from a minimum when the residual gradient is worth > 0.1 of one removal's pull
@@ -67,7 +71,7 @@ class StationarityReport:
         )
 
 
-def measure_stationarity(explainer) -> StationarityReport:
+def measure_stationarity(explainer: InfluenceExplainer) -> StationarityReport:
     """One pass of batch gradients over the training set (no per-example gradients) and per-example
     gradients of up to 256 seeded points (from the gradient cache when it is filled)."""
     objective = explainer.objective
@@ -82,7 +86,7 @@ def measure_stationarity(explainer) -> StationarityReport:
         gradient += grad(total)(theta, x, y).double()
     n = explainer.n_train
     gradient = gradient / n + explainer.weight_decay * theta.double()
-    cached = explainer._train_grads
+    cached = explainer.cached_train_gradients()
     if cached is not None:
         norms = torch.linalg.vector_norm(cached.double(), dim=1)
     else:

@@ -160,8 +160,9 @@ def within_thread_budget(fn: F) -> F:
 
 
 def budget_public_methods(cls: type) -> type:
-    """Class decorator: every public method defined on ``cls`` (not properties) runs inside ``thread_budget()``."""
-    for name, value in list(vars(cls).items()):
+    """Class decorator: every public method of ``cls`` and of its bases (not properties) runs inside
+    ``thread_budget()``."""
+    for name, value in [(n, v) for klass in reversed(cls.__mro__[:-1]) for n, v in vars(klass).items()]:
         plain = callable(value) and not isinstance(value, (type, staticmethod, classmethod))
         if plain and (not name.startswith("_") or name == "__init__"):
             setattr(cls, name, within_thread_budget(value))

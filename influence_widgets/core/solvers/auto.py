@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import torch
 
+from ..caches import KeyedCache
 from ..curvature import HessianOperator
-from .base import SolveDiagnostics
+from .base import SolveDiagnostics, SolverWork
 from .cg import CGSolver
 from .exact import ExactSolver
 from .options import CGOptions, ExactOptions
@@ -27,18 +28,26 @@ CG_TEST_POINTS = 4  # right-hand sides answered by CG before the explicit Hessia
 class FirstAnswerExactSolver(ExactSolver):
     """An ``ExactSolver`` whose first few small solves, before its Hessian exists, run block CG."""
 
-    def __init__(self, options: ExactOptions | None = None, progress: bool = False) -> None:
-        super().__init__(options)
+    def __init__(
+        self, options: ExactOptions | None = None, progress: bool = False, cache: KeyedCache | None = None
+    ) -> None:
+        super().__init__(options, progress, cache)
         self.cg = CGSolver(CGOptions(), progress=progress)
         self.answered_by_cg = 0
 
     def _cg_answers(self, operator: HessianOperator, m: int) -> bool:
         return (
-            not self.has_hessian(operator)
+            not self.holds_explicit_hessian(operator)
             and m <= CG_MAX_RHS
             and self.answered_by_cg + m <= CG_TEST_POINTS
-            and hasattr(operator, "gauss_newton_preconditioner")
+            and operator.has_gauss_newton
         )
+
+    def work(self, operator: HessianOperator, n_rhs: int, n_train: int) -> SolverWork:
+        """Block CG's work while it answers, then the exact solver's."""
+        if self._cg_answers(operator, n_rhs):
+            return self.cg.work(operator, n_rhs, n_train)
+        return super().work(operator, n_rhs, n_train)
 
     def solve(self, operator: HessianOperator, rhs: torch.Tensor) -> tuple[torch.Tensor, SolveDiagnostics]:
         m = rhs.shape[1]

@@ -12,8 +12,8 @@ import torch
 from ..curvature import HessianOperator, lanczos_extremes
 from ..errors import ConvergenceWarning, InfluenceInputError, SolverDivergedError
 from ..progress import progress_counter
-from .base import SolveDiagnostics, curvature_fix
-from .block_cg import KrylovBasis, block_conjugate_gradients
+from .base import SolveDiagnostics, SolverDefaults, SolverWork, curvature_fix
+from .block_cg import BASIS_BYTES, KrylovBasis, block_conjugate_gradients
 from .options import CGOptions
 
 _MAX_RESTARTS = 2
@@ -23,7 +23,7 @@ def default_rtol(dtype: torch.dtype) -> float:
     return 1e-8 if dtype == torch.float64 else 1e-5
 
 
-class CGSolver:
+class CGSolver(SolverDefaults):
     """Block CG by default: every right-hand side shares one Krylov space, each iteration is one
     batched pass of Hessian-vector products, and the damped Gauss-Newton matrix preconditions it.
     Operators whose product differs per column (``matvec_columns``) get one CG recursion per column,
@@ -31,7 +31,7 @@ class CGSolver:
 
     name = "cg"
 
-    def __init__(self, options: CGOptions | None = None, progress: bool = False) -> None:
+    def __init__(self, options: CGOptions | None = None, progress: bool = False, cache: object = None) -> None:
         self.options = options or CGOptions()
         self.progress = progress
         self._basis: KrylovBasis | None = None
@@ -40,7 +40,7 @@ class CGSolver:
     def uses_preconditioner(self, operator: HessianOperator) -> bool:
         """Whether block CG preconditions ``operator`` with its Gauss-Newton matrix (the options allow it)."""
         choice = self.options.preconditioner
-        available = hasattr(operator, "gauss_newton_preconditioner")
+        available = operator.has_gauss_newton
         if choice == "gauss-newton" and not available:
             raise InfluenceInputError(
                 f"CGOptions(preconditioner='gauss-newton') needs the training Hessian; this operator "
@@ -55,6 +55,27 @@ class CGSolver:
         if self.options.preconditioner_points is not None:
             return self.options.preconditioner_points
         return operator.preconditioner_points(n_rhs)
+
+    def matrix_free_options(self) -> CGOptions:
+        return self.options
+
+    def work(self, operator: HessianOperator, n_rhs: int, n_train: int) -> SolverWork:
+        """At most ``max_iter`` products per right-hand side; block CG keeps directions for reuse, and the
+        Gauss-Newton preconditioner, when it is used and not yet built, costs one pass of Jacobians."""
+        p, itemsize = operator.size, operator.dtype.itemsize
+        memory, gauss_newton_points = {}, 0
+        if self.options.block and not operator.per_column:
+            memory["Krylov directions"] = min(BASIS_BYTES, 2 * (p // 2) * p * itemsize)
+            points = self.preconditioner_points(operator, n_rhs) if self.uses_preconditioner(operator) else 0
+            if points and not operator.has_preconditioner(points):
+                gauss_newton_points = min(n_train, points)
+                memory["preconditioner"] = 2 * p * p * 8  # the float64 Gauss-Newton matrix and its factor
+        return SolverWork(
+            hvp_points=self.options.max_iter * n_rhs * n_train,
+            gauss_newton_points=gauss_newton_points,
+            memory_bytes=memory,
+            upper_bound=True,
+        )
 
     def _preconditioner(self, operator: HessianOperator, n_rhs: int):
         if not self.uses_preconditioner(operator):
@@ -73,7 +94,7 @@ class CGSolver:
         definite when CG meets negative curvature, or when it stalls on an H without weight decay and
         damping that is singular."""
         try:
-            if not self.options.block or hasattr(operator, "matvec_columns"):
+            if not self.options.block or operator.per_column:
                 x, diagnostics = self._solve_columns(operator, rhs)
             else:
                 x, diagnostics = self._solve_block(operator, rhs)
@@ -193,7 +214,7 @@ class CGSolver:
         direction = residual.clone()
         rs = (residual * residual).sum(0)
         # operators whose product differs per column (one removed point each) say which columns they get
-        matvec_columns = getattr(operator, "matvec_columns", None)
+        matvec_columns = operator.matvec_columns if operator.per_column else None
         while bool(active.any()) and iterations < self.options.max_iter:
             cols = active.nonzero().squeeze(1)
             p_active = direction[:, cols]

@@ -6,10 +6,11 @@ import time
 
 import torch
 
+from ..caches import KeyedCache
 from ..curvature import EigenvalueEstimate, HessianOperator
 from ..errors import InfluenceInputError
 from ..memory import check_fits
-from .base import SolveDiagnostics
+from .base import SolveDiagnostics, SolverDefaults, SolverWork
 from .options import ExactOptions
 
 NEAR_SINGULAR_PIVOT = 1e-12  # relative to the largest: condition numbers above 1e12 leave float64 with 4 digits
@@ -21,8 +22,8 @@ def not_invertible_error(eigenvalues: EigenvalueEstimate, operator: HessianOpera
     without weight decay, whose logits can all shift together) or indefinite (a non-convex model), with the
     total damping that makes it positive definite: damping + 1.1 max(0, -lambda_min) + 1e-6 lambda_max."""
     lam_min, lam_max = eigenvalues.lambda_min, eigenvalues.lambda_max
-    damping = float(getattr(operator, "damping", 0.0))
-    weight_decay = float(getattr(operator, "weight_decay", 0.0))
+    damping = operator.damping or 0.0
+    weight_decay = operator.shift - damping if operator.damping is not None else 0.0
     suggested = damping + 1.1 * max(0.0, -lam_min) + SINGULAR_RELATIVE * max(abs(lam_max), 1e-12)
     kind = "singular" if lam_min > -SINGULAR_RELATIVE * abs(lam_max) else "indefinite (the model is not convex here)"
     return InfluenceInputError(
@@ -33,17 +34,25 @@ def not_invertible_error(eigenvalues: EigenvalueEstimate, operator: HessianOpera
     )
 
 
-class ExactSolver:
+class ExactSolver(SolverDefaults):
     """x = H^-1 b through a Cholesky factor of H (float64); a singular or indefinite H is refused with the
-    damping that fixes it (``not_invertible_error``)."""
+    damping that fixes it (``not_invertible_error``).
+
+    The explicit Hessian is kept in ``cache`` under the operator's ``key`` (the model, the training set,
+    the weight decay) with the damping it was built at: another operator with the same key (the same H
+    on a Dask cluster, or with another damping) reuses it, shifted by the difference in damping.
+    """
 
     name = "exact"
 
-    def __init__(self, options: ExactOptions | None = None) -> None:
+    def __init__(
+        self, options: ExactOptions | None = None, progress: bool = False, cache: KeyedCache | None = None
+    ) -> None:
         self.options = options or ExactOptions()
-        self._operator: HessianOperator | None = None
-        self._factor: tuple[str, torch.Tensor, torch.Tensor | None] | None = None
-        self._hessian: torch.Tensor | None = None
+        self.progress = progress
+        self.cache = KeyedCache() if cache is None else cache
+        self._hessian: tuple[tuple, torch.Tensor] | None = None  # (cache key with damping, H)
+        self._factor: tuple[tuple, torch.Tensor] | None = None
         self.eigenvalues: EigenvalueEstimate | None = None
 
     def check_size(self, size: int) -> None:
@@ -65,29 +74,63 @@ class ExactSolver:
             device,
         )
 
-    def hessian(self, operator: HessianOperator) -> torch.Tensor:
-        """The explicit float64 Hessian, built once per operator."""
+    def check_feasible(self, size: int, itemsize: int, device: torch.device) -> None:
+        self.check_size(size)
+        self.check_memory(size, itemsize, device)
+
+    @staticmethod
+    def _key(operator: HessianOperator) -> tuple:
+        key = operator.key if operator.key is not None else ("operator", id(operator))
+        return ("explicit hessian", key)
+
+    def _damped_key(self, operator: HessianOperator) -> tuple:
+        return (*self._key(operator), float(operator.damping or 0.0))
+
+    def explicit_hessian(self, operator: HessianOperator) -> torch.Tensor:
+        """The explicit float64 Hessian, damping included: built once per key, shifted for another damping."""
         self.check_size(operator.size)
-        if self._operator is not operator or self._hessian is None:
-            self.check_memory(
-                operator.size, getattr(operator, "dtype", torch.float64).itemsize, getattr(operator, "device", "cpu")
-            )
-            self._hessian = operator.dense(self.options.block).to(torch.float64)
-            self._operator = operator
-            self._factor = None
-        return self._hessian
+        damped_key = self._damped_key(operator)
+        if self._hessian is not None and self._hessian[0] == damped_key:
+            return self._hessian[1]
+        stored = self.cache.get(self._key(operator))
+        if stored is None:
+            self.check_memory(operator.size, operator.dtype.itemsize, operator.device)
+            hessian = operator.dense(self.options.columns_per_pass).to(torch.float64)
+            self.cache.put(self._key(operator), (float(operator.damping or 0.0), hessian))
+        else:
+            built_at, hessian = stored
+            damping = float(operator.damping or 0.0)
+            if built_at != damping:
+                hessian = hessian.clone()  # one p x p copy; no identity matrix formed
+                hessian.diagonal().add_(damping - built_at)
+        self._hessian = damped_key, hessian
+        return hessian
 
-    def has_hessian(self, operator: HessianOperator) -> bool:
-        return self._operator is operator and self._hessian is not None
+    hessian = explicit_hessian  # the name the solver has had since the start
 
-    def seed_hessian(self, operator: HessianOperator, hessian: torch.Tensor) -> None:
-        """Use an already-built explicit Hessian for ``operator`` (e.g. the same H with another damping)."""
-        self.check_size(operator.size)
-        self._operator, self._hessian, self._factor = operator, hessian.to(torch.float64), None
+    def holds_explicit_hessian(self, operator: HessianOperator) -> bool:
+        return (self._hessian is not None and self._hessian[0] == self._damped_key(operator)) or (
+            self._key(operator) in self.cache
+        )
 
-    def _factorise(self, operator: HessianOperator) -> tuple[str, torch.Tensor, torch.Tensor | None]:
-        hessian = self.hessian(operator)
-        if self._factor is None:
+    has_hessian = holds_explicit_hessian
+
+    def work(self, operator: HessianOperator, n_rhs: int, n_train: int) -> SolverWork:
+        p = operator.size
+        memory = {"explicit Hessian": 2 * p * p * 8}  # the float64 Hessian and its factor
+        if self.holds_explicit_hessian(operator):
+            return SolverWork(memory_bytes=memory)
+        curved = operator.curved_count()
+        return SolverWork(
+            hvp_points=n_train * curved,
+            explicit_hessian=True,
+            gauss_newton_points=0 if curved == p else n_train,
+            memory_bytes=memory,
+        )
+
+    def _factorise(self, operator: HessianOperator) -> torch.Tensor:
+        hessian = self.explicit_hessian(operator)
+        if self._factor is None or self._factor[0] != self._damped_key(operator):
             chol, info = torch.linalg.cholesky_ex(hessian)
             pivots = chol.diagonal().square() if int(info) == 0 else None
             # each pivot lies in [lambda_min, lambda_max]: a pivot near rounding level flags a numerically
@@ -97,19 +140,19 @@ class ExactSolver:
                 eigs = torch.linalg.eigvalsh(hessian)
                 suspicious = float(eigs[0]) <= NEAR_SINGULAR_PIVOT * float(eigs[-1])
             if int(info) == 0 and not suspicious:
-                self._factor = ("cholesky", chol, None)
+                self._factor = self._damped_key(operator), chol
             else:
                 eigs = torch.linalg.eigvalsh(hessian)
                 self.eigenvalues = EigenvalueEstimate(float(eigs[0]), float(eigs[-1]), "eigvalsh", hessian.shape[0])
                 raise not_invertible_error(self.eigenvalues, operator)
-        return self._factor
+        return self._factor[1]
 
     def solve(self, operator: HessianOperator, rhs: torch.Tensor) -> tuple[torch.Tensor, SolveDiagnostics]:
         start = time.perf_counter()
-        _, factor, _ = self._factorise(operator)
+        factor = self._factorise(operator)
         b = rhs.to(torch.float64)
         x = torch.cholesky_solve(b, factor)
-        residual = torch.linalg.vector_norm(self._hessian @ x - b, dim=0)
+        residual = torch.linalg.vector_norm(self._hessian[1] @ x - b, dim=0)
         relative = residual / torch.linalg.vector_norm(b, dim=0).clamp_min(torch.finfo(torch.float64).tiny)
         diagnostics = SolveDiagnostics(
             solver=self.name,

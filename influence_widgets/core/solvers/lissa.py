@@ -13,12 +13,13 @@ import torch
 from ..curvature import EigenvalueEstimate, HessianOperator, lanczos_extremes
 from ..errors import ConvergenceWarning, SolverDivergedError
 from ..progress import progress_counter
-from .base import SolveDiagnostics, curvature_fix
+from .base import SolveDiagnostics, SolverDefaults, SolverWork, curvature_fix
 from .options import LissaOptions
 
 _CONTRACTION_TARGET = 1e-3  # bound on the averaged estimate's relative error in the slowest direction
 _CHECK_EVERY = 10
 _SCALE_CHECK_STEPS = 10  # Lanczos products spent on checking a given scale against lambda_max
+_PLAN_STEPS = 30  # Lanczos products spent on the scale and depth when they are not given
 
 
 @dataclass(frozen=True)
@@ -70,14 +71,26 @@ def needed_depth(rate: float, tail_fraction: float, target: float = _CONTRACTION
     return high
 
 
-class LissaSolver:
+class LissaSolver(SolverDefaults):
     """h_j = v + h_{j-1} - H_B h_{j-1} / scale converges to scale * H^-1 v when 0 < eig(H) < 2 scale."""
 
     name = "lissa"
 
-    def __init__(self, options: LissaOptions | None = None, progress: bool = False) -> None:
+    def __init__(self, options: LissaOptions | None = None, progress: bool = False, cache: object = None) -> None:
         self.options = options or LissaOptions()
         self.progress = progress
+
+    def work(self, operator: HessianOperator, n_rhs: int, n_train: int) -> SolverWork:
+        """Lanczos steps for the scale and depth (when not given; the few that check a given scale are not
+        counted), then ``repeats`` recursions of ``depth``
+        minibatch products per right-hand side (at ``max_depth`` when the depth is chosen: an upper bound)."""
+        opts = self.options
+        depth = opts.depth if opts.depth is not None else opts.max_depth
+        planning = _PLAN_STEPS * n_train if (opts.scale is None or opts.depth is None) else 0
+        return SolverWork(
+            hvp_points=planning + opts.repeats * depth * min(opts.batch_size, n_train) * n_rhs,
+            upper_bound=opts.depth is None,
+        )
 
     def plan(self, operator: HessianOperator) -> LissaPlan:
         """Scale and depth for ``operator``: chosen from Lanczos estimates where not given, and checked.
@@ -88,7 +101,7 @@ class LissaSolver:
         (the error names the damping that fixes it). Warns (``ConvergenceWarning``) when ``max_depth``
         caps the depth below what the slowest direction needs."""
         opts = self.options
-        steps = 30 if (opts.scale is None or opts.depth is None) else _SCALE_CHECK_STEPS
+        steps = _PLAN_STEPS if (opts.scale is None or opts.depth is None) else _SCALE_CHECK_STEPS
         eigenvalues = lanczos_extremes(operator, steps=steps, seed=opts.seed)
         rounding = 100 * torch.finfo(operator.dtype).eps * abs(eigenvalues.lambda_max)
         if eigenvalues.lambda_max <= 0 or eigenvalues.lambda_min < -rounding:

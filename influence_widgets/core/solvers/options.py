@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numbers
 import typing
-from dataclasses import dataclass, fields
+import warnings
+from dataclasses import InitVar, dataclass, fields
 
 import numpy as np
 import torch
@@ -57,16 +58,27 @@ class ExactOptions:
     """Explicit Hessian, factorised once in float64 and reused for every right-hand side.
 
     max_params: refuse models with more selected parameters than this (the Hessian has p^2 entries).
-    block: Hessian columns built per pass over the training set.
+    columns_per_pass: Hessian columns built per pass over the training set (``block=`` is its old name,
+        still accepted).
     """
 
     max_params: int = 5000
-    block: int = 128
+    columns_per_pass: int = 128
+    block: InitVar[int | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, block: int | None) -> None:
+        if block is not None:
+            if isinstance(block, bool) or not isinstance(block, numbers.Integral) or block < 1:
+                raise InfluenceInputError(
+                    f"ExactOptions(block={block!r}): block, the old name of columns_per_pass, must be an int >= 1"
+                )
+            warnings.warn(
+                "ExactOptions(block=...) is now ExactOptions(columns_per_pass=...)", DeprecationWarning, stacklevel=3
+            )
+            object.__setattr__(self, "columns_per_pass", int(block))
         _check_field_types(self)
         _require(self.max_params >= 1, f"ExactOptions.max_params must be >= 1, got {self.max_params}")
-        _require(self.block >= 1, f"ExactOptions.block must be >= 1, got {self.block}")
+        _require(self.columns_per_pass >= 1, f"ExactOptions.columns_per_pass must be >= 1, got {self.columns_per_pass}")
 
 
 PRECONDITIONERS = ("auto", "gauss-newton", "none")

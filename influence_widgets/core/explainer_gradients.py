@@ -1,0 +1,103 @@
+"""Per-example gradients of the explainer: G [n, p] cached or streamed, test gradients, and scores G @ v."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from .caches import KeyedCache
+from .errors import InfluenceInputError
+from .explainer_inputs import InputChecks, Measurement
+from .progress import progress_bar
+
+
+class GradientMethods(InputChecks):
+    """nabla_theta L(z) of the unregularised per-example loss, for training and test points."""
+
+    batch_size: int
+    progress: bool
+    cache_gradients: bool
+    _cache: KeyedCache
+    _objective_key: tuple[Any, ...]
+    _data_key: tuple[Any, ...]
+
+    def _per_example_grads(self, x: torch.Tensor, y: torch.Tensor, fn: Measurement | None, desc: str) -> torch.Tensor:
+        rows = []
+        starts = range(0, len(x), self.batch_size)
+        for start in progress_bar(starts, enabled=self.progress, desc=desc, total=len(starts)):
+            xb = x[start : start + self.batch_size].to(self.objective.device)
+            yb = y[start : start + self.batch_size].to(self.objective.device)
+            rows.append(self.objective.per_example_grads(xb, yb, fn))
+        return torch.cat(rows)
+
+    def train_gradients(self) -> torch.Tensor:
+        """G [n_train, p]: nabla_theta loss(z_i) of the unregularised loss, on the model's device; cached.
+
+        Holds G whole (n x p values); with ``cache_gradients=False`` use the streaming methods instead.
+        """
+        self.check_training_data_unchanged()
+        cached = self.cached_train_gradients()
+        if cached is None:
+            if not self.cache_gradients:
+                gib = self.n_train * self.n_params * self.objective.theta.element_size() / 2**30
+                raise InfluenceInputError(
+                    f"train_gradients() would hold G [{self.n_train}, {self.n_params}] ({gib:.1f} GiB) and this "
+                    "explainer streams it (cache_gradients is off); influence(), self_influence() and "
+                    "approximate_influence() stream G chunk by chunk, or pass cache_gradients=True"
+                )
+            chunks = self.train_gradient_chunks(desc="train gradients")
+            cached = self._cache.put(self._gradients_key, torch.cat([grads for _, grads in chunks]))
+        return cached
+
+    @property
+    def _gradients_key(self) -> tuple[Any, ...]:
+        return ("train gradients", self._objective_key, self._data_key)
+
+    def cached_train_gradients(self) -> torch.Tensor | None:
+        """G [n_train, p] if it is held in memory now (computed by an earlier query), else None; computes nothing."""
+        return self._cache.get(self._gradients_key)
+
+    def train_gradient_chunks(self, desc: str = "train gradients") -> Iterator[tuple[int, torch.Tensor]]:
+        """Yield ``(start, G[start:start + b])`` in order, b <= ``batch_size``: from the cache if it is
+        filled, else computed chunk by chunk so that at most one chunk of gradients is held."""
+        cached = self.cached_train_gradients()
+        if cached is not None:
+            for start in range(0, self.n_train, self.batch_size):
+                yield start, cached[start : start + self.batch_size]
+            return
+        size = self.objective.gradient_chunk_points(self.batch_size, self.data.streamed)
+        total = -(-self.n_train // size)
+        for start, x, y in progress_bar(self.data.chunks(size), enabled=self.progress, desc=desc, total=total):
+            grads = self.objective.per_example_grads(x, y, None)
+            for offset in range(0, len(grads), self.batch_size):
+                yield start + offset, grads[offset : offset + self.batch_size]
+
+    def gradients_at(self, indices: torch.Tensor) -> torch.Tensor:
+        """Rows of G at ``indices`` (int64 [k]), [k, p] on the model's device: from the cache or computed."""
+        if self.cache_gradients or self.cached_train_gradients() is not None:
+            return self.train_gradients()[indices.to(self.objective.device)]
+        x, y = self.data.take(indices)
+        return torch.cat(
+            [
+                self.objective.per_example_grads(x[i : i + self.batch_size], y[i : i + self.batch_size], None)
+                for i in range(0, len(x), self.batch_size)
+            ]
+        )
+
+    def _scores(self, vectors: torch.Tensor, desc: str = "scoring") -> torch.Tensor:
+        """vectors [m, p] @ G^T -> [m, n_train] on the CPU, streaming G when it is not cached."""
+        if self.cache_gradients:
+            return (vectors @ self.train_gradients().T).cpu()
+        out = torch.empty(len(vectors), self.n_train, dtype=vectors.dtype)
+        for start, grads in self.train_gradient_chunks(desc=desc):
+            out[:, start : start + len(grads)] = (vectors @ grads.T).cpu()
+        return out
+
+    def test_gradients(self, X_test: Any, y_test: Any, measurement: Measurement | None = None) -> torch.Tensor:
+        """[n_test, p]: nabla_theta of the test loss (or of ``measurement``) per test point, on the model's device."""
+        x, y = self.coerce_test(X_test, y_test)
+        if measurement is not None:
+            self._check_model_and_loss(measurement, "measurement")
+        return self._per_example_grads(x, y, measurement, "test gradients")
