@@ -11,6 +11,7 @@ from typing import Any
 
 from ..caches import KeyedCache
 from ..errors import InfluenceInputError
+from .arnoldi import ArnoldiOptions, ArnoldiSolver
 from .auto import FirstAnswerExactSolver
 from .base import SolveDiagnostics, Solver, SolverDefaults, SolverWork
 from .cg import CGSolver
@@ -59,6 +60,8 @@ def make_solver(
 
 __all__ = [
     "REGISTRY",
+    "ArnoldiOptions",
+    "ArnoldiSolver",
     "CGOptions",
     "CGSolver",
     "ExactOptions",

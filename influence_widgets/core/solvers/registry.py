@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import InfluenceInputError
+from .arnoldi import ArnoldiOptions, ArnoldiSolver
 from .auto import FirstAnswerExactSolver
 from .cg import CGSolver
 from .exact import ExactSolver
@@ -31,6 +32,7 @@ REGISTRY: dict[str, SolverEntry] = {
         SolverEntry("exact", ExactSolver, ExactOptions, "the explicit Hessian, factorised once (small models)"),
         SolverEntry("cg", CGSolver, CGOptions, "block conjugate gradients, Gauss-Newton preconditioned"),
         SolverEntry("lissa", LissaSolver, LissaOptions, "LiSSA, stochastic estimation from minibatch products"),
+        SolverEntry("arnoldi", ArnoldiSolver, ArnoldiOptions, "top-k eigenpairs (Lanczos), the rest as damping"),
     )
 }
 
