@@ -124,3 +124,22 @@ def test_float32_model_agrees_with_float64_ground_truth(binary_logreg):
         influence = ex.influence(t.X_test.float(), t.y_test.float())
         assert influence.dtype.is_floating_point and influence.dtype == model32.linear.weight.dtype
         assert relative_error(influence, truth) < 1e-3
+
+
+def test_influence_of_points_outside_the_training_set_matches_closed_form(case):
+    """Columns for any (x, y): the held-out points as candidates, with a flipped label too."""
+    kind, trained = case
+    _, test_grads, hessian = ground_truth(trained, kind)
+    candidates_x, candidates_y = trained.X_test[:4], trained.y_test[:4].clone()
+    candidates_y[0] = 1 - candidates_y[0] if kind == "binary" else (candidates_y[0] + 1) % 10
+    if kind == "binary":
+        candidate_grads, _ = binary_logistic(trained.model.linear, as_numpy(candidates_x), as_numpy(candidates_y), 0)
+    else:
+        candidate_grads, _ = multiclass_logistic(
+            trained.model.linear, as_numpy(candidates_x), as_numpy(candidates_y).astype(int), 0
+        )
+    ex = explainer(trained, "exact")
+    got = ex.influence_of(trained.X_test, trained.y_test, candidates_x, candidates_y)
+    assert relative_error(got, influence_matrix(test_grads, candidate_grads, hessian)) < 1e-6
+    columns = ex.influence_of(trained.X_test, trained.y_test, trained.X_train[[3, 7]], trained.y_train[[3, 7]])
+    np.testing.assert_allclose(as_numpy(columns), as_numpy(ex.influence(trained.X_test, trained.y_test))[:, [3, 7]])

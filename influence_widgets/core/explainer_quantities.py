@@ -41,6 +41,25 @@ class InfluenceQuantities(SolveMethods):
         s_test = self._s_test(x, y, measurement, client)
         return self._scores(-s_test) if client is None else self.distribute(client).scores(-s_test)
 
+    def influence_of(
+        self, X_test: Any, y_test: Any, X: Any, y: Any, measurement: Measurement | None = None
+    ) -> torch.Tensor:
+        """I_up,loss(z, z_test) for points z = (x, y) that need not be in the training set, [n_test, k] (CPU).
+
+        -nabla L(z_test)^T H^-1 nabla L(z), with H the training set's Hessian as everywhere: the influence of
+        adding z with weight eps (candidate points, augmentations, a planned attack), same sign (positive =
+        harmful) and units (no 1/n) as ``influence``; for a training point it equals that point's column of
+        ``influence``. Adding z at weight 1/n changes the test loss by about +I / n. pyDVL calls this
+        ``influences(x_test, y_test, x, y)``. The points are checked like test points.
+        """
+        x_test, y_targets = self.coerce_test(X_test, y_test)
+        if measurement is not None:
+            self._check_model_and_loss(measurement, "measurement")
+        s_test = self._s_test(x_test, y_targets, measurement)
+        x, targets = self.coerce_test(X, y)
+        gradients = self._per_example_grads(x, targets, None, "gradients of the points")
+        return (-s_test @ gradients.T).cpu()
+
     def predicted_loss_change(
         self,
         X_test: Any,
