@@ -30,6 +30,7 @@ from .distributed import ShardedTraining
 from .errors import InfluenceInputError
 from .explainer_curvature import CurvatureMethods
 from .explainer_quantities import InfluenceQuantities
+from .gauss_newton_operator import CURVATURES, GaussNewtonOperator
 from .inputs import (
     as_real,
     as_tensor,
@@ -65,6 +66,7 @@ class ExplainerSettings:
     cache_gradients: bool | str
     progress: bool
     output: OutputSelector
+    curvature: str = "hessian"
 
     def as_kwargs(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -100,6 +102,9 @@ class InfluenceExplainer(CurvatureMethods, InfluenceQuantities):
         progress: show ``tqdm`` bars for work longer than a second.
         output: for a model that returns a tuple, dict or object: the index, key or attribute of the
             outputs the loss takes (``output=0``, ``output="logits"``), or a function of the output.
+        curvature: ``"hessian"`` (H is the Hessian of R) or ``"gauss_newton"`` (H is its generalised
+            Gauss-Newton matrix, positive semi-definite for losses convex in the outputs, equal to the Hessian
+            for linear models: see ``core.gauss_newton_operator``); every solver works with either.
 
     Checked before any long work: inputs, labels against the model's outputs (every row), a forward
     that gives the same outputs twice (no dropout left on, no sampling), memory for the exact Hessian;
@@ -128,10 +133,22 @@ class InfluenceExplainer(CurvatureMethods, InfluenceQuantities):
         cache_gradients: bool | str = "auto",
         progress: bool = True,
         output: OutputSelector = None,
+        curvature: str = "hessian",
         _cache: KeyedCache | None = None,
     ) -> None:
+        if curvature not in CURVATURES:
+            raise InfluenceInputError(f"curvature must be one of {CURVATURES}, got {curvature!r}")
         self.settings = ExplainerSettings(
-            weight_decay, solver, damping, params, solver_options, batch_size, cache_gradients, progress, output
+            weight_decay,
+            solver,
+            damping,
+            params,
+            solver_options,
+            batch_size,
+            cache_gradients,
+            progress,
+            output,
+            curvature,
         )
         self._given_data = X_train, y_train
         fix = "the L2 coefficient the model was trained with, as a plain number (e.g. 0.01)"
@@ -198,6 +215,8 @@ class InfluenceExplainer(CurvatureMethods, InfluenceQuantities):
             progress=self.progress,
             key=("training Hessian", self._objective_key, self._data_key, self.weight_decay),
         )
+        if settings.curvature == "gauss_newton":
+            self.hessian = GaussNewtonOperator(self.hessian)
         choice = choose(settings.solver, self.n_params, self.hessian.curved_count)
         self.solver_name, self.solver_choice = choice.name, choice.reason
         self.solver = make_solver(

@@ -103,6 +103,11 @@ class InfluenceQuantities(SolveMethods):
         """L(z_test, theta_-z) - L(z_test, theta_hat) with theta_-z one Newton step, [n_test, k] (CPU)."""
         x, y = self.coerce_test(X_test, y_test)
         idx = check_indices(train_indices, self.n_train, "train_indices")
+        if self.settings.curvature != "hessian":
+            raise InfluenceInputError(
+                "the Newton step of a removal uses each removed point's own Hessian, so it is defined for "
+                "curvature='hessian' only; with curvature='gauss_newton' use the first-order prediction (refine=None)"
+            )
         fn = self.objective.loss_fn if measurement is None else measurement
         steps = newton_removal_steps(self, idx)
         x, y = x.to(self.objective.device), y.to(self.objective.device)

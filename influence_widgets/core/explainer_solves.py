@@ -14,6 +14,7 @@ from .distributed import ShardedTraining, check_client
 from .errors import InfluenceInputError, NotStationaryWarning
 from .explainer_gradients import GradientMethods
 from .explainer_inputs import Measurement
+from .gauss_newton_operator import GaussNewtonOperator
 from .inputs import as_real
 from .solvers import SolveDiagnostics, Solver
 from .stationarity import StationarityReport, measure_stationarity
@@ -22,7 +23,7 @@ from .stationarity import StationarityReport, measure_stationarity
 class SolveMethods(GradientMethods):
     """H^-1 @ vectors and s_test = H^-1 nabla L(z_test), with diagnostics of every solve."""
 
-    hessian: TrainingHessian
+    hessian: TrainingHessian | GaussNewtonOperator
     solver: Solver
     diagnostics: list[SolveDiagnostics]
 
@@ -56,6 +57,8 @@ class SolveMethods(GradientMethods):
         operator = self.hessian
         if client is not None and not self.solver.holds_explicit_hessian(self.hessian):
             operator = self.distribute(client).hessian  # the same H (the same key), its products on the cluster
+            if isinstance(self.hessian, GaussNewtonOperator):  # its explicit form from the cluster, products here
+                operator = GaussNewtonOperator(operator)
         solution, diagnostics = self.solver.solve(operator, vectors.to(self.objective.device, self.objective.dtype))
         self.diagnostics.append(diagnostics)
         return solution
