@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from .approximation_check import ApproximationReport, check_approximation
 from .caches import KeyedCache, objective_key
 from .cost import CostEstimate, estimate_cost
 from .curvature import TrainingHessian
@@ -316,6 +317,23 @@ class InfluenceExplainer(CurvatureMethods, InfluenceQuantities):
             on_point=on_point,
             should_stop=should_stop,
         )
+
+    def with_settings(self, **changes: Any) -> InfluenceExplainer:
+        """The same model and data with some settings changed (``ExplainerSettings`` fields, e.g.
+        ``solver="cg"``); the cache is shared, so what still holds is reused."""
+        allowed = {f.name for f in fields(ExplainerSettings)} - {"params"}  # another selection: for_model
+        unknown = sorted(set(changes) - allowed)
+        if unknown:
+            raise InfluenceInputError(f"with_settings() cannot change {unknown}; it changes {sorted(allowed)}")
+        return self._derived(self.model, *self._given_data, **changes)
+
+    def check_approximation(
+        self, X_test: Any, y_test: Any, reference: str = "cg", n_points: int = 3
+    ) -> ApproximationReport:
+        """Compare this explainer's influence with a reference solver's (``"cg"`` at relative residual 1e-8, or
+        ``"exact"``) on the first ``n_points`` test points: Pearson, Spearman, relative error and top-10
+        overlap per point, and the time of each, so that a fast approximate answer can be trusted or replaced."""
+        return check_approximation(self, X_test, y_test, reference, n_points)
 
     def with_damping(self, damping: float) -> InfluenceExplainer:
         """The same explainer with another damping, built from the settings as given; what does not depend
