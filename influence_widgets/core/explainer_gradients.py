@@ -10,7 +10,10 @@ import torch
 from .caches import KeyedCache
 from .errors import InfluenceInputError
 from .explainer_inputs import InputChecks, Measurement
+from .layer_gradients import LayerFactors, layer_factors, selected_linear_layers
 from .progress import progress_bar
+
+FACTOR_BYTES = 2**30  # layer factors are kept up to this size (n x the layers' in + out values)
 
 
 class GradientMethods(InputChecks):
@@ -86,10 +89,36 @@ class GradientMethods(InputChecks):
             ]
         )
 
+    def layer_factors(self) -> LayerFactors | None:
+        """Every training point's gradient as the factors of its linear layers (``core.layer_gradients``),
+        found once where the selected parameters are whole ``nn.Linear`` layers applied once per example and
+        the factors take at most the gradient cache's budget; else None. Scoring uses them when G is not
+        cached: exact, and a new test point then costs no pass of per-example gradients."""
+        key = ("layer factors", self._objective_key, self._data_key)
+        found = self._cache.get(key)
+        if found is None:
+            found = False
+            layers = selected_linear_layers(self.objective)
+            if layers is not None:
+                width = sum(sum(layer.module.weight.shape) for layer in layers)
+                if self.n_train * width * self.objective.theta.element_size() <= FACTOR_BYTES:
+                    size = self.objective.gradient_chunk_points(self.batch_size, self.data.streamed)
+                    chunks = ((x, y) for _, x, y in self.data.chunks(size))
+                    bar = progress_bar(
+                        chunks, enabled=self.progress, desc="layer factors", total=-(-self.n_train // size)
+                    )
+                    found = layer_factors(self.objective, bar, self.n_train) or False
+            self._cache.put(key, found)
+        return found or None
+
     def _scores(self, vectors: torch.Tensor, desc: str = "scoring") -> torch.Tensor:
-        """vectors [m, p] @ G^T -> [m, n_train] on the CPU, streaming G when it is not cached."""
+        """vectors [m, p] @ G^T -> [m, n_train] on the CPU: from G when it is cached, else from the layer
+        factors where the model has them, else streaming G."""
         if self.cache_gradients:
             return (vectors @ self.train_gradients().T).cpu()
+        factors = self.layer_factors()
+        if factors is not None:
+            return factors.scores(vectors.to(self.device, self.dtype)).cpu()
         out = torch.empty(len(vectors), self.n_train, dtype=vectors.dtype)
         for start, grads in self.train_gradient_chunks(desc=desc):
             out[:, start : start + len(grads)] = (vectors @ grads.T).cpu()
