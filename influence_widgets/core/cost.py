@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .gauss_newton import gauss_newton_sum
+from .curvature.gauss_newton import gauss_newton_sum
+from .curvature.module_blocks import block_columns, find_module_blocks
 from .memory import FRACTION_USABLE, available_bytes
-from .module_blocks import block_columns, find_module_blocks
 from .solvers import CGSolver, ExactSolver, LissaSolver
 from .solvers.block_cg import BASIS_BYTES
 

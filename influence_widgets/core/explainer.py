@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .cost import CostEstimate, estimate_cost
 from .curvature import EigenvalueEstimate, TrainingHessian, lanczos_extremes
+from .curvature.objective import LossFn, Objective, OutputSelector, ParamsSpec, describe_output
 from .distributed import ShardedTraining, check_client
 from .errors import InfluenceInputError, NonConvexWarning, NotStationaryWarning
 from .inputs import (
@@ -42,8 +43,6 @@ from .inputs import (
     check_pair,
     check_targets_match,
 )
-from .linear_head import find_linear_head
-from .objective import LossFn, Objective, OutputSelector, ParamsSpec, describe_output
 from .predictions import predicted_classes
 from .progress import progress_bar
 from .refinement import newton_removal_steps
@@ -157,7 +156,7 @@ class InfluenceExplainer:
             x = as_tensor(X_train, "X_train")
             y = as_tensor(y_train, "y_train")
             check_pair(x, y, "X_train", "y_train")
-        self.objective = Objective(model, loss_fn, params, output)
+        self.objective = Objective(model, loss_fn, params, output, weight_decay=weight_decay)
         check_finite(self.objective.theta, "the model's selected parameters")
         self.weight_decay = float(weight_decay)
         self.damping = float(damping)
@@ -184,9 +183,9 @@ class InfluenceExplainer:
             else:
                 check_class_targets(self.data.y, self._n_outputs, "y_train")
         self._fingerprint = self._training_fingerprint()
-        self.objective.linear_head = find_linear_head(self.objective, sample)
+        self.objective.choose_closed_form(sample)
         self.hessian = TrainingHessian(
-            self.objective, self.data, self.weight_decay, self.damping, batch_size, progress=progress
+            self.objective, self.data, damping=self.damping, chunk_size=batch_size, progress=progress
         )
         self.solver_name = resolve_solver_name(solver, self.objective.size, self.hessian.curved_count)
         first_by_cg = answers_first_by_cg(solver, self.solver_name, self.hessian.curved_count)
@@ -734,7 +733,7 @@ class InfluenceExplainer:
         clone = copy.copy(self)
         clone.damping = float(damping)
         clone.hessian = TrainingHessian(
-            self.objective, self.data, self.weight_decay, clone.damping, self.batch_size, progress=self.progress
+            self.objective, self.data, damping=clone.damping, chunk_size=self.batch_size, progress=self.progress
         )
         clone.solver = make_solver(self.solver_name, self.solver.options, progress=self.progress)
         if isinstance(self.solver, ExactSolver) and self.solver.has_hessian(self.hessian):
