@@ -86,10 +86,6 @@ class TrainingHessian:
         source's chunks can be read here (checked against full products before they are kept)."""
         return self.source.local
 
-    @property
-    def n_train(self) -> int:
-        return self.source.n
-
     # ------------------------------------------------------------------ products
 
     def matvec(self, vectors: torch.Tensor) -> torch.Tensor:
