@@ -174,3 +174,15 @@ def test_the_check_in_float64_catches_small_errors_of_a_float32_model():
     truth = autograd_hessian(reference, x, y)
     assert explicit.refused  # the layer-wise result was rejected
     assert relative(hessian, truth) < 1e-5  # float32 rounding, not the missing path (4e-5 when accepted)
+
+
+def test_a_refused_shortcut_is_returned_not_switched_off():
+    """The check's verdict comes back with the matrix; the operator is left as it was, so a second call (and
+    the cost preview) sees the same choices and reaches the same verdict."""
+    torch.manual_seed(0)
+    x, y = digits(60)
+    ex = explainer(trained(WeightUsedEarly(), x, y), x, y)
+    first = ex.hessian.explicit()
+    assert first.refused and ex.hessian.module_blocks
+    second = ex.hessian.explicit()
+    assert second.refused and torch.equal(first.matrix, second.matrix)
