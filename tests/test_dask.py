@@ -106,3 +106,23 @@ def test_bad_input_for_distributed_work(binary_logreg, client):
     mixed = ConcatDataset([TensorDataset(x[:100], y[:100]), TensorDataset(x[100:, :63], y[100:])])
     with pytest.raises(InfluenceInputError, match=r"shard 1 of the ConcatDataset yields inputs of shape \(63,\)"):
         make(binary_logreg, mixed, None)
+
+
+def test_a_network_s_explicit_hessian_from_the_cluster_s_sums_equals_the_local_one(client):
+    """The cluster is a source of sums for the same TrainingHessian: its affine group is checked on the workers
+    and its explicit Hessian comes from products there (no layer-wise shortcut), equal to the local one."""
+    from influence_widgets.data import cross_entropy_per_example, load_digits
+
+    split = load_digits(dtype=torch.float64, seed=0)
+    x, y = split.X_train[:60], split.y_train[:60]
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 3), torch.nn.Tanh(), torch.nn.Linear(3, 10)).double()
+    ex = InfluenceExplainer(
+        model, cross_entropy_per_example, x, y, weight_decay=0.01, damping=0.1, solver="exact", progress=False
+    )
+    local = ex.hessian.explicit()
+    remote_hessian = ex.distribute(client, n_shards=3).hessian
+    assert torch.equal(remote_hessian.affine_mask(), ex.hessian.affine_mask())  # the last layer, on both
+    remote = remote_hessian.explicit()
+    assert local.method == "layer-wise" and remote.method == "products"
+    assert relative(remote.matrix, local.matrix) < 1e-12

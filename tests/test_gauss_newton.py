@@ -10,8 +10,9 @@ from torch import nn
 from torch.func import functional_call
 
 from influence_widgets import InfluenceExplainer
-from influence_widgets.core.gauss_newton import affine_parameter_mask, gauss_newton_sum, output_hessians
-from influence_widgets.core.objective import Objective
+from influence_widgets.core.curvature.affine import affine_parameter_mask
+from influence_widgets.core.curvature.gauss_newton import gauss_newton_sum, output_hessians
+from influence_widgets.core.curvature.objective import Objective
 from influence_widgets.data import LogisticRegression, cross_entropy_per_example, load_digits
 
 
@@ -100,7 +101,7 @@ def test_an_affine_group_seen_only_on_the_sample_is_checked_on_every_point(digit
         model[0].bias.fill_(-0.05)  # relu(b) = 0 on the zero rows, alive elsewhere
         model[0].weight.abs_()
     ex = InfluenceExplainer(model, cross_entropy_per_example, x, y, solver="exact", damping=0.1, progress=False)
-    assert bool(ex.hessian._sample_affine_mask().all())  # fooled by the sample
+    assert bool(ex.hessian.affine.on_sample().all())  # fooled by the sample
     assert not bool(ex.hessian.affine_mask().any())  # but not by the whole training set
     theta = flat_theta(model)
     autograd = torch.autograd.functional.hessian(

@@ -8,7 +8,9 @@ import torch
 from torch import nn
 
 from influence_widgets import InfluenceExplainer
-from influence_widgets.core.linear_head import find_linear_head
+from influence_widgets.core.curvature.explicit import closed_form_affine_block
+from influence_widgets.core.curvature.linear_head import find_linear_head
+from influence_widgets.core.curvature.losses import closed_form_derivatives
 from influence_widgets.data import (
     LogisticRegression,
     SmallCNN,
@@ -68,7 +70,7 @@ CASES = [
 def explainer(model, loss, params, x, y, closed_form: bool) -> InfluenceExplainer:
     ex = InfluenceExplainer(model, loss, x, y, weight_decay=WEIGHT_DECAY, params=params, solver="exact", progress=False)
     if not closed_form:
-        ex.objective.linear_head = None
+        ex.objective.use_general_path()
     return ex
 
 
@@ -170,7 +172,7 @@ def test_a_batch_that_breaks_the_pattern_takes_the_general_path():
     kwargs = {"weight_decay": WEIGHT_DECAY, "damping": 0.05, "solver": "exact", "batch_size": 32, "progress": False}
     fast = InfluenceExplainer(model, cross_entropy_per_example, x, y, **kwargs)
     general = InfluenceExplainer(model, cross_entropy_per_example, x, y, **kwargs)
-    general.objective.linear_head = None
+    general.objective.use_general_path()
     assert fast.objective.linear_head is not None
     assert not bool(fast.hessian.affine_mask().all())  # not affine everywhere: the mask is not "all"
     assert relative(fast.hessian.dense(), autograd_hessian(fast, x, y)) < 1e-12
@@ -187,7 +189,7 @@ def test_the_last_layer_of_a_network_gets_its_block_in_closed_form():
     assert objective.linear_head is None  # the convolutions are selected too
     assert find_linear_head(objective, x[:4], ["fc.weight", "fc.bias"]) is not None
     assert find_linear_head(objective, x[:4], ["conv2.weight", "conv2.bias"]) is None
-    closed = ex.hessian._affine_block(affine)
+    closed = closed_form_affine_block(objective, ex.hessian.source, affine)
     assert closed is not None
     jacobians = ex.hessian.gauss_newton(columns=affine.nonzero().squeeze(1))  # per-example Jacobians
     assert relative(closed, jacobians) < 1e-12
@@ -203,7 +205,7 @@ def test_the_last_layer_of_a_network_gets_its_block_in_closed_form():
     ids=["cross-entropy", "binary logistic", "squared error"],
 )
 def test_the_built_in_losses_closed_form_derivatives_equal_autograd(loss, outputs, targets):
-    first, second = loss.output_derivatives(outputs, targets)
+    first, second = closed_form_derivatives(loss)(outputs, targets)
     f = outputs.clone().requires_grad_(True)
     (r,) = torch.autograd.grad(loss(f, targets).sum(), f, create_graph=True)
     rows = [torch.autograd.grad(r[:, k].sum(), f, retain_graph=True)[0] for k in range(f.shape[1])]
@@ -214,9 +216,11 @@ def test_the_built_in_losses_closed_form_derivatives_equal_autograd(loss, output
 def test_cases_the_closed_forms_do_not_cover_fall_back_to_autograd():
     outputs = torch.randn(5, 3, dtype=torch.float64)
     soft = torch.softmax(torch.randn(5, 3, dtype=torch.float64), dim=1)
-    assert cross_entropy_per_example.output_derivatives(outputs, soft) is None
-    assert cross_entropy_per_example.output_derivatives(outputs, torch.tensor([0, 1, -100, 2, 1])) is None
-    assert binary_logistic_per_example.output_derivatives(outputs, torch.zeros(5, dtype=torch.float64)) is None
+    cross_entropy = closed_form_derivatives(cross_entropy_per_example)
+    binary = closed_form_derivatives(binary_logistic_per_example)
+    assert cross_entropy(outputs, soft) is None
+    assert cross_entropy(outputs, torch.tensor([0, 1, -100, 2, 1])) is None
+    assert binary(outputs, torch.zeros(5, dtype=torch.float64)) is None
     x, y, _, _ = digits(60)
     keep = y < 3
     probabilities = torch.nn.functional.one_hot(y[keep], 3).double() * 0.8 + 0.2 / 3  # soft targets
@@ -274,5 +278,6 @@ def test_a_squeezed_output_and_byte_class_targets_work():
     assert fast.objective.linear_head is not None
     single = fast.influence(x_test[0], y_test[0].double())
     assert relative(single, general.influence(x_test[0], y_test[0].double())) < 1e-10
-    first, second = cross_entropy_per_example.output_derivatives(torch.randn(4, 3), torch.tensor([0, 2, 1, 2]).byte())
+    derivatives = closed_form_derivatives(cross_entropy_per_example)
+    first, second = derivatives(torch.randn(4, 3), torch.tensor([0, 2, 1, 2]).byte())
     assert first.shape == (4, 3) and second.shape == (4, 3, 3)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from influence_widgets import InfluenceExplainer
-from influence_widgets.core.module_blocks import find_module_blocks
+from influence_widgets.core.curvature.module_blocks import find_module_blocks
 from influence_widgets.data import SmallCNN, cross_entropy_per_example, load_digits
 
 WEIGHT_DECAY = 0.01
@@ -127,8 +127,9 @@ def test_layer_wise_columns_give_autograd_hessian(name, params, n_blocks):
     blocks = find_module_blocks(ex.objective, x[:1], curved)
     assert blocks is not None and len(blocks) == n_blocks
     assert torch.equal(torch.sort(torch.cat([b.columns for b in blocks])).values, curved.nonzero().squeeze(1))
-    hessian = ex.hessian.dense()
-    assert ex.hessian.module_blocks  # the checked layer-wise result was kept
+    explicit = ex.hessian.explicit()
+    hessian = explicit.matrix
+    assert explicit.method == "layer-wise"  # the checked layer-wise result was kept
     assert relative(hessian, autograd_hessian(ex, x, y)) < 1e-12
 
 
@@ -139,9 +140,10 @@ def test_models_that_break_the_structure_get_the_general_path(model):
     ex = explainer(trained(model(), x, y), x, y)
     curved = ~ex.hessian.affine_mask()
     found = find_module_blocks(ex.objective, x[:1], curved)
-    hessian = ex.hessian.dense()
+    explicit = ex.hessian.explicit()
+    hessian = explicit.matrix
     if model is WeightUsedEarly:  # the structure looks right: the check against full products catches it
-        assert found is not None and not ex.hessian.module_blocks
+        assert found is not None and explicit.method == "products" and explicit.refused
     else:
         assert found is None
     assert relative(hessian, autograd_hessian(ex, x, y)) < 1e-12
@@ -166,8 +168,21 @@ def test_the_check_in_float64_catches_small_errors_of_a_float32_model():
     ex = InfluenceExplainer(
         model, cross_entropy_per_example, x.float(), y, weight_decay=WEIGHT_DECAY, damping=DAMPING, progress=False
     )
-    hessian = ex.hessian.dense().double()
+    explicit = ex.hessian.explicit()
+    hessian = explicit.matrix.double()
     reference = explainer(copy.deepcopy(model), x, y)  # the same float32 weights, in float64
     truth = autograd_hessian(reference, x, y)
-    assert not ex.hessian.module_blocks  # the layer-wise result was rejected
+    assert explicit.refused  # the layer-wise result was rejected
     assert relative(hessian, truth) < 1e-5  # float32 rounding, not the missing path (4e-5 when accepted)
+
+
+def test_a_refused_shortcut_is_returned_not_switched_off():
+    """The check's verdict comes back with the matrix; the operator is left as it was, so a second call (and
+    the cost preview) sees the same choices and reaches the same verdict."""
+    torch.manual_seed(0)
+    x, y = digits(60)
+    ex = explainer(trained(WeightUsedEarly(), x, y), x, y)
+    first = ex.hessian.explicit()
+    assert first.refused and ex.hessian.module_blocks
+    second = ex.hessian.explicit()
+    assert second.refused and torch.equal(first.matrix, second.matrix)

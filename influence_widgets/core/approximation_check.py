@@ -15,7 +15,7 @@ from .inputs import as_real
 from .solvers import CGOptions
 
 if TYPE_CHECKING:
-    from .explainer import InfluenceExplainer
+    from .explainer_view import ExplainerView
 
 REFERENCES = ("cg", "exact")
 REFERENCE_RTOL = 1e-8
@@ -47,7 +47,7 @@ class ApproximationReport:
 
 
 def check_approximation(
-    explainer: InfluenceExplainer, X_test: Any, y_test: Any, reference: str = "cg", n_points: int = 3
+    explainer: ExplainerView, X_test: Any, y_test: Any, reference: str = "cg", n_points: int = 3
 ) -> ApproximationReport:
     """Influence of the first ``n_points`` test points by the explainer's solver and by ``reference`` (CG at
     relative residual 1e-8, or the exact solve), on the same H and the same training gradients."""

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .gauss_newton import gauss_newton_sum
+from .curvature.gauss_newton import gauss_newton_sum
+from .curvature.module_blocks import block_columns, find_module_blocks
 from .memory import FRACTION_USABLE, available_bytes
-from .module_blocks import block_columns, find_module_blocks
 
 if TYPE_CHECKING:
-    from .explainer import InfluenceExplainer
+    from .explainer_view import ExplainerView
 
 _TIMED_GAUSS_NEWTON_COLUMNS = 512  # above this many parameters the Gauss-Newton sum is timed on columns
 _TIMED_COLUMNS = 64  # columns per layer-wise block timed for the explicit Hessian's preview (fewer: overhead)
@@ -95,12 +95,12 @@ def _timed(fn, repeats: int = 3) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def _seconds_per_point_for_columns(
-    explainer: InfluenceExplainer, x: torch.Tensor, y: torch.Tensor, per_hvp: float
-) -> float:
+def _seconds_per_point_for_columns(explainer: ExplainerView, x: torch.Tensor, y: torch.Tensor, per_hvp: float) -> float:
     """Seconds per training point for all curved columns of the explicit Hessian: the layer-wise blocks
     timed on the sample (64 columns each) where the model has them, else one full product per column."""
     hessian, objective = explainer.hessian, explainer.objective
+    if hessian.curved_count() == 0:  # every column from Jacobians (a linear model, or curvature="gauss_newton")
+        return 0.0
     curved = hessian.curved_mask()
     blocks = find_module_blocks(objective, x[:1], curved) if hessian.module_blocks and bool(curved.any()) else None
     if blocks is None:
@@ -120,7 +120,7 @@ def _seconds_per_gauss_newton_point(objective, x: torch.Tensor, y: torch.Tensor)
     p, k = objective.size, len(x)
     if p <= _TIMED_GAUSS_NEWTON_COLUMNS:
         return _timed(lambda: gauss_newton_sum(objective, [(x, y)], None, True), repeats=1) / k
-    if objective.linear_head is not None:
+    if objective.gauss_newton_in_closed_form:
         size = 512
         matrix = torch.randn(size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
         per_flop = _timed(lambda: matrix @ matrix, repeats=2) / (2 * size**3)
@@ -135,7 +135,7 @@ def _seconds_per_gauss_newton_point(objective, x: torch.Tensor, y: torch.Tensor)
     return (constant + quadratic * p * p) / k
 
 
-def estimate_cost(explainer: InfluenceExplainer, n_test: int = 1, sample_size: int = 64) -> CostEstimate:
+def estimate_cost(explainer: ExplainerView, n_test: int = 1, sample_size: int = 64) -> CostEstimate:
     """Preview the cost of ``explainer.influence`` for ``n_test`` new test points (see ``CostEstimate``)."""
     objective, n, p = explainer.objective, explainer.n_train, explainer.n_params
     itemsize = objective.theta.element_size()

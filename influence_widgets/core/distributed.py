@@ -2,8 +2,11 @@
 
 Each worker holds the model (as an ``Objective``) and its shards, and computes its part of G @ v
 (scores), of sum_i nabla^2 L_i @ V (Hessian-vector products for CG, LiSSA's scale and the explicit
-Hessian) and of the Gauss-Newton sum (the explicit Hessian's affine block, CG's preconditioner);
-the client adds the parts up. Every shard, its gradients, the model and the vectors of each query
+Hessian), of the Gauss-Newton sum (the explicit Hessian's affine block, CG's preconditioner) and of
+the checks over every training point (the affine group); the client adds the parts up. The cluster
+is a source of training-set sums (``ShardedSums``) that the same ``TrainingHessian`` composes.
+
+Every shard, its gradients, the model and the vectors of each query
 are Dask futures computed by tasks (nothing is scattered), so when a worker dies, Dask recomputes
 what it held on another worker. Each gather waits at most ``timeout`` seconds; a query whose tasks
 were lost, cancelled or timed out is submitted again afresh (``retries`` times), then refused with
@@ -27,9 +30,9 @@ import torch
 from torch.utils.data import ConcatDataset, Subset
 
 from .curvature import TrainingHessian
+from .curvature.objective import Objective
+from .curvature.sources import Check, LocalSums
 from .errors import DistributedWorkError, InfluenceInputError
-from .gauss_newton import gauss_newton_sum, jacobian_chunks
-from .objective import Objective
 from .training_data import StreamedData, TrainingData
 
 
@@ -71,11 +74,7 @@ def _scores(gradients: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
 
 
 def _hessian_sum(objective: Objective, shard: TrainingData | StreamedData, batch: int, vectors: torch.Tensor):
-    partial = TrainingHessian(objective, shard, 0.0, 0.0, batch)
-    total = torch.zeros_like(vectors, device=objective.device)
-    for _, x, y in shard.chunks(batch):
-        total += partial._sum_matvec(x, y, vectors.to(objective.device))
-    return total.cpu()
+    return LocalSums(shard, batch).hessian_sum(objective, vectors.to(objective.device)).cpu()
 
 
 def _gauss_newton_part(
@@ -86,8 +85,12 @@ def _gauss_newton_part(
     positive_part: bool,
     low_precision: bool,
 ) -> torch.Tensor:
-    chunks, _ = jacobian_chunks(objective, shard, batch)
-    return gauss_newton_sum(objective, chunks, columns, positive_part, low_precision).cpu()
+    columns = None if columns is None else columns.to(objective.device)
+    return LocalSums(shard, batch).gauss_newton_sum(objective, columns, positive_part, low_precision).cpu()
+
+
+def _holds(objective: Objective, shard: TrainingData | StreamedData, batch: int, check: Check) -> bool:
+    return LocalSums(shard, batch).holds_everywhere(objective, check)
 
 
 # ---------------------------------------------------------------- the client side
@@ -161,7 +164,14 @@ class ShardedTraining:
         self._sources = _shard_sources(data, min(n_shards, self.n_train))
         self.starts = [start for start, _ in self._sources]
         self._place()
-        self.hessian = DistributedHessian(explainer, self)
+        self.local = LocalSums(data, self.batch_size)  # minibatches and samples are read here
+        self.hessian = TrainingHessian(
+            objective,
+            ShardedSums(self),
+            damping=explainer.damping,
+            chunk_size=self.batch_size,
+            key=explainer.hessian_key,  # the same H as the local one: its explicit form is shared
+        )
 
     def _place(self) -> None:
         """Submit the model and the shards as tasks (recomputable from the graph if a worker dies)."""
@@ -261,34 +271,53 @@ class ShardedTraining:
 
         return torch.stack(self._run(submit, "the Gauss-Newton matrix")).sum(0)
 
+    def holds_everywhere(self, check: Check) -> bool:
+        """Whether ``check`` (objective, inputs) -> bool holds on every training batch, each shard on its worker."""
 
-class DistributedHessian(TrainingHessian):
-    """The explainer's H with full products computed on the cluster (minibatch products stay local)."""
+        def submit() -> list[Any]:
+            return [
+                self.client.submit(_holds, self.objective, shard, self.batch_size, check, pure=False)
+                for shard in self.shards
+            ]
 
-    def __init__(self, explainer, sharded: ShardedTraining) -> None:
-        super().__init__(
-            explainer.objective,
-            explainer.data,
-            explainer.weight_decay,
-            explainer.damping,
-            explainer.batch_size,
-            key=explainer.hessian.key,  # the same H as the local one: its explicit form is shared
-        )
+        return all(self._run(submit, "a check over the training set"))
+
+
+class ShardedSums:
+    """The training-set sums of a ``TrainingHessian`` from the cluster: full products, the Gauss-Newton sum
+    and the checks over every point on the workers; minibatches and samples read here."""
+
+    local = False
+
+    def __init__(self, sharded: ShardedTraining) -> None:
         self.sharded = sharded
-        self.module_blocks = False  # explicit Hessians from products on the cluster, not layer-wise here,
-        self.closed_form_blocks = False  # nor a last layer's block from a pass here
 
-    def matvec(self, vectors: torch.Tensor) -> torch.Tensor:
-        total = self.sharded.hessian_sum(vectors).to(vectors)
-        return total / self.sharded.n_train + self.shift * vectors
+    @property
+    def n(self) -> int:
+        return self.sharded.n_train
 
-    def gauss_newton(
+    def take(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.sharded.local.take(indices)
+
+    def hessian_sum(self, objective: Objective, vectors: torch.Tensor) -> torch.Tensor:
+        return self.sharded.hessian_sum(vectors).to(vectors)
+
+    def batch_hessian_sum(
+        self, objective: Objective, x: torch.Tensor, y: torch.Tensor, vectors: torch.Tensor
+    ) -> torch.Tensor:
+        return self.sharded.local.batch_hessian_sum(objective, x, y, vectors)
+
+    def gauss_newton_sum(
         self,
-        columns: torch.Tensor | None = None,
-        positive_part: bool = False,
+        objective: Objective,
+        columns: torch.Tensor | None,
+        positive_part: bool,
+        low_precision: bool,
         indices: torch.Tensor | None = None,
-        low_precision: bool = False,
     ) -> torch.Tensor:
         if indices is not None:  # a subsample, for the preconditioner: read here like the minibatches
-            return super().gauss_newton(columns, positive_part, indices, low_precision)
-        return self.sharded.gauss_newton_sum(columns, positive_part, low_precision).to(self.device)
+            return self.sharded.local.gauss_newton_sum(objective, columns, positive_part, low_precision, indices)
+        return self.sharded.gauss_newton_sum(columns, positive_part, low_precision).to(objective.device)
+
+    def holds_everywhere(self, objective: Objective, check: Check) -> bool:
+        return self.sharded.holds_everywhere(check)

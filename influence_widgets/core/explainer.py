@@ -27,11 +27,12 @@ from .approximation_check import ApproximationReport, check_approximation
 from .caches import KeyedCache, objective_key
 from .cost import CostEstimate, estimate_cost
 from .curvature import TrainingHessian
+from .curvature.gauss_newton_operator import CURVATURES, GaussNewtonOperator
+from .curvature.objective import LossFn, Objective, OutputSelector, ParamsSpec
 from .distributed import ShardedTraining
 from .errors import InfluenceInputError
 from .explainer_curvature import CurvatureMethods
 from .explainer_quantities import InfluenceQuantities
-from .gauss_newton_operator import CURVATURES, GaussNewtonOperator
 from .inputs import (
     as_real,
     as_tensor,
@@ -42,8 +43,6 @@ from .inputs import (
     check_finite,
     check_pair,
 )
-from .linear_head import find_linear_head
-from .objective import LossFn, Objective, OutputSelector, ParamsSpec
 from .predictions import predicted_classes
 from .solvers import SolveDiagnostics, choose, make_solver
 from .threads import budget_public_methods
@@ -169,7 +168,7 @@ class InfluenceExplainer(CurvatureMethods, InfluenceQuantities):
             x = as_tensor(X_train, "X_train")
             y = as_tensor(y_train, "y_train")
             check_pair(x, y, "X_train", "y_train")
-        self.objective = Objective(model, loss_fn, params, output)
+        self.objective = Objective(model, loss_fn, params, output, weight_decay=weight_decay)
         check_finite(self.objective.theta, "the model's selected parameters")
         self.weight_decay = float(weight_decay)
         self.damping = float(damping)
@@ -196,7 +195,7 @@ class InfluenceExplainer(CurvatureMethods, InfluenceQuantities):
             else:
                 check_class_targets(self.data.y, self._n_outputs, "y_train")
         self._fingerprint = self._training_fingerprint()
-        self.objective.linear_head = find_linear_head(self.objective, sample)
+        self.objective.choose_closed_form(sample)
         self._cache = KeyedCache() if _cache is None else _cache
         self._objective_key = objective_key(self.objective.module, self.objective.names, loss_fn, output)
         self._data_key = self._fingerprint if self._fingerprint is not None else ("dataset", id(X_train))
@@ -207,17 +206,17 @@ class InfluenceExplainer(CurvatureMethods, InfluenceQuantities):
     def _build_solver(self) -> None:
         """The operator H and the solver the settings call for; refused before any work when they cannot run."""
         settings = self.settings
+        self.hessian_key = ("training Hessian", self._objective_key, self._data_key, self.weight_decay)
         self.hessian = TrainingHessian(
             self.objective,
             self.data,
-            self.weight_decay,
-            self.damping,
-            self.batch_size,
+            damping=self.damping,
+            chunk_size=self.batch_size,
             progress=self.progress,
-            key=("training Hessian", self._objective_key, self._data_key, self.weight_decay),
+            key=self.hessian_key,
         )
         if settings.curvature == "gauss_newton":
-            self.hessian = GaussNewtonOperator(self.hessian)
+            self.hessian = GaussNewtonOperator(self.hessian, self.hessian.source)
         choice = choose(settings.solver, self.n_params, self.hessian.curved_count)
         self.solver_name, self.solver_choice = choice.name, choice.reason
         self.solver = make_solver(

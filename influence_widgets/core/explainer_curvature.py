@@ -14,7 +14,7 @@ from .explainer_solves import SolveMethods
 from .inputs import as_real
 
 if TYPE_CHECKING:
-    from .explainer import InfluenceExplainer
+    from .explainer_view import ExplainerView
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class CurvatureReport:
 class DampedExplainer(NamedTuple):
     """What ``positive_definite()`` returns: the explainer to use and the curvature report it was chosen on."""
 
-    explainer: InfluenceExplainer
+    explainer: ExplainerView
     curvature: CurvatureReport
 
 

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 
 from .caches import tensor_digest
+from .curvature.objective import Objective
+from .curvature.selection import describe_output
 from .errors import InfluenceInputError
 from .inputs import (
     as_tensor,
@@ -19,7 +21,6 @@ from .inputs import (
     check_pair,
     check_targets_match,
 )
-from .objective import Objective, describe_output
 from .training_data import StreamedData, TrainingData
 
 Measurement = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

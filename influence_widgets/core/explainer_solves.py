@@ -10,11 +10,11 @@ from typing import Any
 import torch
 
 from .curvature import TrainingHessian
+from .curvature.gauss_newton_operator import GaussNewtonOperator
 from .distributed import ShardedTraining, check_client
 from .errors import InfluenceInputError, NotStationaryWarning
 from .explainer_gradients import GradientMethods
 from .explainer_inputs import Measurement
-from .gauss_newton_operator import GaussNewtonOperator
 from .inputs import as_real
 from .solvers import SolveDiagnostics, Solver
 from .stationarity import StationarityReport, measure_stationarity
@@ -58,7 +58,7 @@ class SolveMethods(GradientMethods):
         if client is not None and not self.solver.holds_explicit_hessian(self.hessian):
             operator = self.distribute(client).hessian  # the same H (the same key), its products on the cluster
             if isinstance(self.hessian, GaussNewtonOperator):  # its explicit form from the cluster, products here
-                operator = GaussNewtonOperator(operator)
+                operator = GaussNewtonOperator(operator, self.hessian.products)
         solution, diagnostics = self.solver.solve(operator, vectors.to(self.objective.device, self.objective.dtype))
         self.diagnostics.append(diagnostics)
         return solution

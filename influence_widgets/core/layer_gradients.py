@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .objective import Objective
+from .curvature.objective import Objective
 
 _CHECK_POINTS = 8
 

@@ -20,7 +20,7 @@ from .curvature import HessianOperator
 from .solvers import CGSolver
 
 if TYPE_CHECKING:
-    from .explainer import InfluenceExplainer
+    from .explainer_view import ExplainerView
 
 
 class RemovedPointsHessian:
@@ -60,7 +60,7 @@ class RemovedPointsHessian:
         raise NotImplementedError("the removed-point Hessians are only used matrix-free")
 
 
-def newton_removal_steps(explainer: InfluenceExplainer, train_indices: torch.Tensor) -> torch.Tensor:
+def newton_removal_steps(explainer: ExplainerView, train_indices: torch.Tensor) -> torch.Tensor:
     """theta_-z - theta_hat for each training index, [k, p], in the explainer's dtype and device.
 
     With a solver that works from the explicit Hessian (exact), (H - h h^T / n)^-1 is a Sherman-Morrison
@@ -87,7 +87,7 @@ def newton_removal_steps(explainer: InfluenceExplainer, train_indices: torch.Ten
     return solution.T
 
 
-def _exact_step(explainer: InfluenceExplainer, point_matvec, gradient: torch.Tensor, n: int) -> torch.Tensor:
+def _exact_step(explainer: ExplainerView, point_matvec, gradient: torch.Tensor, n: int) -> torch.Tensor:
     solver = explainer.solver
     hessian = solver.explicit_hessian(explainer.hessian)
     p = hessian.shape[0]

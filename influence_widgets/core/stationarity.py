@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from .explainer import InfluenceExplainer
+    from .explainer_view import ExplainerView
 from torch.func import grad
 
 STATIONARITY_REMOVALS = 0.1  # far from a minimum when the residual gradient is worth > 0.1 of one removal's pull
@@ -71,7 +71,7 @@ class StationarityReport:
         )
 
 
-def measure_stationarity(explainer: InfluenceExplainer) -> StationarityReport:
+def measure_stationarity(explainer: ExplainerView) -> StationarityReport:
     """One pass of batch gradients over the training set (no per-example gradients) and per-example
     gradients of up to 256 seeded points (from the gradient cache when it is filled)."""
     objective = explainer.objective

@@ -13,12 +13,14 @@ product J v, the output-space curvature A (J v), and one reverse-mode product J^
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from functools import partial
 
 import torch
 from torch.func import grad, jvp, vjp, vmap
 
-from .curvature import TrainingHessian
 from .objective import Objective
+from .operator import TrainingHessian
+from .sources import LocalSums
 
 CURVATURES = ("hessian", "gauss_newton")
 
@@ -46,51 +48,45 @@ def gauss_newton_sum_matvec(
 class GaussNewtonOperator:
     """The Gauss-Newton matrix over the same training set, weight decay and damping as ``base``.
 
-    Its explicit form is one product of per-example Jacobians (``base.gauss_newton``), so the exact
-    solver needs no Hessian-vector products; CG's Gauss-Newton preconditioner is ``base``'s.
+    Products are summed over ``products`` (this process's chunks of the training set; with a Dask
+    ``base`` they still run here), its explicit form is one product of per-example Jacobians from
+    ``base.gauss_newton`` (on the cluster where ``base`` has one), so the exact solver needs no
+    Hessian-vector products; CG's Gauss-Newton preconditioner is ``base``'s.
     """
 
     has_gauss_newton = True
     per_column = False
 
-    def __init__(self, base: TrainingHessian) -> None:
+    def __init__(self, base: TrainingHessian, products: LocalSums) -> None:
         self.base = base
+        self.products = products
         self.objective = base.objective
-        self.data = base.data
-        self.weight_decay = base.weight_decay
         self.damping = base.damping
         self.size, self.dtype, self.device = base.size, base.dtype, base.device
         self.key: Hashable | None = None if base.key is None else ("gauss-newton", base.key)
+        self._product = partial(gauss_newton_sum_matvec, base.objective)
+
+    @property
+    def weight_decay(self) -> float:
+        return self.base.weight_decay
 
     @property
     def shift(self) -> float:
         return self.base.shift
 
-    def _sum_matvec(self, x: torch.Tensor, y: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
-        chunk = self.base.chunk_size
-        total = torch.zeros_like(vectors)
-        for start in range(0, len(x), chunk):
-            total += gauss_newton_sum_matvec(
-                self.objective, x[start : start + chunk], y[start : start + chunk], vectors
-            )
-        return total
-
     def matvec(self, vectors: torch.Tensor) -> torch.Tensor:
-        total = torch.zeros_like(vectors)
-        for _, x, y in self.data.chunks(self.base.chunk_size):
-            total += self._sum_matvec(x, y, vectors)
-        return total / len(self.data) + self.shift * vectors
+        return self.products.total_sum(self._product, vectors) / self.products.n + self.shift * vectors
 
     def sample_matvec(self, vectors: torch.Tensor, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-        n = len(self.data)
+        n = self.products.n
         if batch_size >= n:
             return self.matvec(vectors)
-        x, y = self.data.take(torch.randperm(n, generator=generator)[:batch_size])
-        return self._sum_matvec(x, y, vectors) / batch_size + self.shift * vectors
+        x, y = self.products.take(torch.randperm(n, generator=generator)[:batch_size])
+        return self.products.batch_sum(self._product, x, y, vectors) / batch_size + self.shift * vectors
 
     def dense(self, block: int = 128) -> torch.Tensor:
         """The explicit G in float64: one pass of per-example Jacobians (``block`` is not needed)."""
-        matrix = self.base.gauss_newton().to(torch.float64) / len(self.data)
+        matrix = self.base.gauss_newton().to(torch.float64) / self.products.n
         matrix = (matrix + matrix.T) / 2
         matrix.diagonal().add_(self.shift)
         return matrix

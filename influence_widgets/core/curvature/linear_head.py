@@ -16,11 +16,22 @@ output must be the layer's output, its input two-dimensional); a batch that fail
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from .objective import LossFn, Objective
+from .losses import Derivatives, LossFn
+
+
+class _Model(Protocol):
+    """What the closed forms need of an ``Objective``: its private module copy and its forward."""
+
+    module: nn.Module
+    names: list[str]
+
+    def outputs(self, x: torch.Tensor) -> Any: ...
+
 
 _CHUNK_BYTES = 2**26  # the Kronecker products one loss_hessian_sum call holds
 
@@ -35,7 +46,7 @@ class LinearHead:
     in_features: int
     out_features: int
 
-    def _run(self, objective: Objective, x: torch.Tensor, track: bool = False):
+    def _run(self, objective: _Model, x: torch.Tensor, track: bool = False):
         """(h [b, d], the layer's output [b, C], the model's output) at the trained parameters, or None where
         the model's output is not the layer's output on this batch. ``track``: record autograd history
         (for the caller to tell what h depends on)."""
@@ -59,11 +70,18 @@ class LinearHead:
             return None
         return h, f, outputs
 
-    def _derivatives(self, fn: LossFn, f: torch.Tensor, outputs: torch.Tensor, y: torch.Tensor, second: bool):
+    @staticmethod
+    def _derivatives(
+        fn: LossFn,
+        closed: Derivatives | None,
+        f: torch.Tensor,
+        outputs: torch.Tensor,
+        y: torch.Tensor,
+        second: bool,
+    ):
         """r [b, C] = d fn / d f per example and, with ``second``, A [b, C, C] = d^2 fn / d f^2: from the
-        loss's closed form (``fn.output_derivatives``, as the built-in losses have) where it covers the
-        case, else autograd on the outputs only."""
-        closed = getattr(fn, "output_derivatives", None)
+        loss's closed form ``closed`` (``losses.closed_form_derivatives``) where it covers the batch, else
+        autograd on the outputs only."""
         found = None if closed is None else closed(outputs, y)
         if found is not None:
             first, curvature = found
@@ -80,24 +98,36 @@ class LinearHead:
                 columns.append(torch.zeros_like(f) if column is None else column)
         return r.detach(), torch.stack(columns, dim=1)
 
-    def per_example_grads(self, objective: Objective, x: torch.Tensor, y: torch.Tensor, fn: LossFn):
-        """Rows of nabla_theta fn(z_i) at the trained parameters, [b, p]; None if this batch fails the check."""
+    def per_example_grads(
+        self, objective: _Model, x: torch.Tensor, y: torch.Tensor, fn: LossFn, closed: Derivatives | None
+    ):
+        """Rows of nabla_theta fn(z_i) at the trained parameters, [b, p]; None if this batch fails the check.
+        ``closed``: fn's closed-form output derivatives, if it has them."""
         run = self._run(objective, x)
         if run is None:
             return None
         h, f, outputs = run
-        r, _ = self._derivatives(fn, f, outputs, y, second=False)
+        r, _ = self._derivatives(fn, closed, f, outputs, y, second=False)
         parts = [(r[:, :, None] * h[:, None, :]).reshape(len(x), -1)] if self.weight else []
         return torch.cat([*parts, r] if self.bias else parts, dim=1)
 
-    def loss_hessian_sum(self, objective: Objective, x: torch.Tensor, y: torch.Tensor, positive_part: bool = False):
-        """sum_i J_i^T A_i J_i over the batch, [p, p], the loss's Hessian there (no 1/n, no weight decay);
-        ``positive_part``: each A_i clipped to its positive semi-definite part. None if the batch fails."""
+    def loss_hessian_sum(
+        self,
+        objective: _Model,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        loss_fn: LossFn,
+        closed: Derivatives | None,
+        positive_part: bool = False,
+    ):
+        """sum_i J_i^T A_i J_i over the batch, [p, p], the Hessian there of ``loss_fn`` (closed-form output
+        derivatives ``closed``, if any; no 1/n, no weight decay); ``positive_part``: each A_i clipped to its
+        positive semi-definite part. None if the batch fails the check."""
         run = self._run(objective, x)
         if run is None:
             return None
         h, f, outputs = run
-        _, curvature = self._derivatives(objective.loss_fn, f, outputs, y, second=True)
+        _, curvature = self._derivatives(loss_fn, closed, f, outputs, y, second=True)
         curvature = (curvature + curvature.transpose(1, 2)) / 2
         if positive_part:
             eigenvalues, eigenvectors = torch.linalg.eigh(curvature)
@@ -121,12 +151,12 @@ class LinearHead:
         per_point = itemsize * self.out_features**2 * (self.in_features + 1)
         return max(1, min(most, _CHUNK_BYTES // per_point))
 
-    def holds_on(self, objective: Objective, batches) -> bool:
+    def holds_on(self, objective: _Model, batches) -> bool:
         """Whether the model's output is the layer's output on every input batch (one forward each)."""
         return all(self._run(objective, x) is not None for x in batches)
 
 
-def find_linear_head(objective: Objective, x: torch.Tensor, names: list[str] | None = None) -> LinearHead | None:
+def find_linear_head(objective: _Model, x: torch.Tensor, names: list[str] | None = None) -> LinearHead | None:
     """The ``LinearHead`` of the selected parameters ``names`` (default all) if they all belong to one
     ``nn.Linear`` whose output is the model's output on the inputs ``x``, with an input that does not
     depend on them (no autograd history from them); else None."""

@@ -9,7 +9,7 @@ product of stacked Jacobians, far cheaper than p Hessian-vector products, and it
 
 * Where the outputs are affine in a group L of parameters (a final linear layer; every parameter of
   a linear or logistic regression), nabla^2_LL f_k = 0, so the (L, L) block of the Hessian *is* the
-  Gauss-Newton block, exactly. ``affine_parameter_mask`` finds such a group.
+  Gauss-Newton block, exactly. ``affine.py`` finds such a group.
 * With A replaced by its positive part, it is a positive semi-definite approximation of the whole
   Hessian: the preconditioner of block conjugate gradients.
 """
@@ -21,16 +21,15 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
-from torch.func import grad, jacrev, jvp, vjp, vmap
+from torch.func import grad, jacrev, vjp, vmap
 
+from ..training_data import StreamedData, TrainingData
 from .objective import Objective
-from .training_data import StreamedData, TrainingData
 
 _JACOBIAN_CHUNK_BYTES = 2**26  # per-example Jacobians held at once: b x C x p values ...
 _MAX_CHUNKS_PER_CALL = 8  # ... and at most this many batch_size chunks of points
 _NULL_CURVATURE = 1e-6  # eigenvalues of A below this fraction of its largest count as zero (preconditioner only)
 _ROUNDING = 1e-12  # negative eigenvalues of A this small (relative) are rounding: A counts as PSD
-_AFFINE_RTOL = 1e-12  # second derivative along a probe, relative to the first: "exactly zero"
 _BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # CPUs with native bfloat16 matrix products
 
 
@@ -107,13 +106,12 @@ def gauss_newton_sum(
     ``columns``: the parameter indices to keep (default all). ``positive_part``: replace each A_i by
     its positive semi-definite part (eigenvalues clipped at 0), which makes the sum PSD.
     ``low_precision`` (with ``positive_part``): form the product in ``fast_gram_dtype`` (about 0.2 %
-    relative error in bfloat16, about 3x faster here), good enough for a preconditioner, which changes
-    speed, not answers.
+    relative error in bfloat16), good enough for a preconditioner, which changes speed, not answers.
+    The objective's closed form serves each batch it covers.
     """
     total = None
-    head = objective.linear_head
     for x, y in chunks:
-        part = None if head is None else head.loss_hessian_sum(objective, x, y, positive_part)
+        part = objective.closed_form_loss_hessian(x, y, positive_part)
         if part is not None:  # closed form: the selected parameters are one linear layer
             if columns is not None and len(columns) < len(part):
                 part = part[columns[:, None], columns]
@@ -156,47 +154,3 @@ def symmetric_gram(rows: torch.Tensor, blocks: int = 8) -> torch.Tensor:
         gram[a:b, a:] = upper
         gram[a:, a:b] = upper.T
     return gram
-
-
-def _second_derivative_vanishes(objective: Objective, x: torch.Tensor, mask: torch.Tensor, seed: int) -> bool:
-    """Whether d^2/dt^2 f(x_i; theta + t v) = 0 at t = 0 for a random probe v supported on ``mask``.
-
-    For a nonzero quadratic form the probe's value vanishes with probability zero, so one probe decides.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    theta = objective.theta
-    v = torch.randn(theta.shape, generator=generator, dtype=torch.float64).to(theta) * mask.to(theta)
-
-    def directional(t: torch.Tensor) -> torch.Tensor:
-        return jvp(lambda th: objective.outputs(x, th), (t,), (v,))[1]
-
-    first, second = jvp(directional, (theta,), (v,))
-    scale = max(float(first.abs().max()), torch.finfo(theta.dtype).tiny)
-    return float(second.abs().max()) <= _AFFINE_RTOL * scale
-
-
-def affine_parameter_mask(objective: Objective, sample: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """A group L of parameters in which the model's outputs are jointly affine, as a bool mask [p].
-
-    All parameters first (a linear model); otherwise parameter tensors are tried from the last to the
-    first and kept when the outputs stay affine in the group with them, tested by the second
-    directional derivative along a random probe on the inputs ``sample``. So a final linear layer is
-    found, and of two stacked linear layers only the last. Check the group on every training point
-    with ``affine_on`` before relying on it.
-    """
-    everything = torch.ones(objective.size, dtype=torch.bool, device=objective.device)
-    if _second_derivative_vanishes(objective, sample, everything, seed):
-        return everything
-    mask = torch.zeros_like(everything)
-    ends = torch.cumsum(torch.tensor(objective.numels), 0).tolist()
-    for end, numel in reversed(list(zip(ends, objective.numels))):
-        candidate = mask.clone()
-        candidate[end - numel : end] = True
-        if _second_derivative_vanishes(objective, sample, candidate, seed):
-            mask = candidate
-    return mask
-
-
-def affine_on(objective: Objective, mask: torch.Tensor, batches: Iterable[torch.Tensor], seed: int = 1) -> bool:
-    """Whether the outputs are affine in the ``mask`` group on every input batch (a fresh random probe)."""
-    return all(_second_derivative_vanishes(objective, x, mask, seed) for x in batches)

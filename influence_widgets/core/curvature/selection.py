@@ -1,32 +1,15 @@
-"""The training objective as a pure function of a flat parameter vector.
-
-R(theta) = (1/n) sum_i loss(z_i, theta) + (lambda/2) ||theta||^2, where theta is the
-flattened vector of the selected parameters (all trainable ones by default). The
-user's module is deep-copied once and only ever called through
-``torch.func.functional_call``, so nothing touches the user's model.
-"""
+"""What counts in the objective: the selected parameters (``params=``) and the selected output (``output=``)."""
 
 from __future__ import annotations
 
-import copy
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, jvp, vmap
 
-from .errors import FrozenParameterWarning, InfluenceInputError, ModelModeWarning
-
-if TYPE_CHECKING:
-    from .linear_head import LinearHead
-
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-_GRADIENT_CHUNK_BYTES = 2**26  # closed-form per-example gradients computed at once
-_MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._NormBase)
-
+from ..errors import FrozenParameterWarning, InfluenceInputError
 
 ParamsSpec = Sequence[str] | str | nn.Module | nn.Parameter | Mapping[str, torch.Tensor] | None
 OutputSelector = int | str | Callable[[Any], torch.Tensor] | None
@@ -139,7 +122,7 @@ def check_parameter_tensors(model: nn.Module, names: list[str]) -> None:
         )
 
 
-class _SelectedForward:
+class SelectedForward:
     """The private copy's ``forward``: the model's own, then the chosen output of a tuple, dict or object."""
 
     def __init__(self, module: nn.Module, selector: OutputSelector) -> None:
@@ -179,146 +162,3 @@ def describe_output(out: Any) -> str:
         hint = f"output={tensors[0]}" if tensors else "output=lambda out: ..."
         return f"a {type(out).__name__} of {len(out)} items; pass {hint} (the index of the logits) to select one"
     return f"a {type(out).__name__}; pass output='attribute name' or output=lambda out: ... returning a tensor"
-
-
-class Objective:
-    """Per-example losses, gradients and Hessian-vector products of one model.
-
-    Shapes: ``theta`` is [p]; inputs are [b, *feature_shape]; per-example gradients
-    are [b, p]; Hessian-vector products take and return [p, m].
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        loss_fn: LossFn,
-        params: ParamsSpec = None,
-        output: OutputSelector = None,
-    ) -> None:
-        if not isinstance(model, nn.Module):
-            raise InfluenceInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if not callable(loss_fn):
-            raise InfluenceInputError("loss_fn must be callable as loss_fn(outputs, targets)")
-        if output is not None and not (
-            (isinstance(output, (int, str)) and not isinstance(output, bool)) or callable(output)
-        ):
-            raise InfluenceInputError(
-                f"output must be an index, a key or a function of the model's output, got {output!r}; e.g. "
-                "output=0 for a model returning (logits, features), output='logits' for a dict"
-            )
-        self.names = select_parameter_names(model, params)
-        check_parameter_tensors(model, self.names)
-        if model.training and any(isinstance(m, _MODE_DEPENDENT) for m in model.modules()):
-            warnings.warn(
-                "the model is in training mode and has dropout or batch-norm layers; influence is computed "
-                "in eval mode (your model is left as it is). Call model.eval() to silence this warning.",
-                ModelModeWarning,
-                stacklevel=3,
-            )
-        self.module = copy.deepcopy(model).eval()
-        self.module._influence_private_copy = True
-        if isinstance(self.module.__dict__.get("forward"), _SelectedForward):  # another explainer's copy
-            del self.module.forward  # select from the model's own output again, not from a selection
-        self.output = output
-        if output is not None:  # every call of the copy (functional_call included) returns the selected output
-            self.module.forward = _SelectedForward(self.module, output)
-        for p in self.module.parameters():
-            p.requires_grad_(False)
-        named = dict(self.module.named_parameters())
-        self.shapes = [named[name].shape for name in self.names]
-        self.numels = [named[name].numel() for name in self.names]
-        self.theta = torch.cat([named[name].detach().reshape(-1) for name in self.names]).clone()
-        self.loss_fn = loss_fn
-        self.linear_head: LinearHead | None = None  # closed forms when set (see ``linear_head.py``)
-
-    @property
-    def size(self) -> int:
-        """Number of selected parameters p."""
-        return self.theta.numel()
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.theta.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.theta.device
-
-    def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Split a flat [p] vector into the named parameter tensors."""
-        pieces = torch.split(theta, self.numels)
-        return {name: piece.view(shape) for name, piece, shape in zip(self.names, pieces, self.shapes)}
-
-    def outputs(self, x: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
-        """Model outputs for a batch ``x`` at ``theta`` (default: the trained parameters, which the private
-        module copy holds itself, so it runs without re-parametrisation)."""
-        if theta is None:
-            return self.module(x)
-        return functional_call(self.module, self.unflatten(theta), (x,))
-
-    def batch_values(self, fn: LossFn, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``fn(outputs, y)`` for a batch at ``theta``, one value per example, [b]."""
-        return fn(self.outputs(x, theta), y)
-
-    def _single_value(self, fn: LossFn, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return fn(self.outputs(x.unsqueeze(0), theta), y.unsqueeze(0)).sum()
-
-    def per_example_grads(
-        self, x: torch.Tensor, y: torch.Tensor, fn: LossFn | None = None, theta: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Rows of nabla_theta fn(z_i, theta) for a batch, shape [b, p] (no regulariser)."""
-        fn = self.loss_fn if fn is None else fn
-        if theta is None and self.linear_head is not None:
-            rows = self.linear_head.per_example_grads(self, x, y, fn)
-            if rows is not None:
-                return rows
-        theta = self.theta if theta is None else theta
-
-        def single(t: torch.Tensor, xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
-            return self._single_value(fn, t, xi, yi)
-
-        return vmap(grad(single), in_dims=(None, 0, 0))(theta, x, y)
-
-    def gradient_chunk_points(self, batch_size: int, streamed: bool) -> int:
-        """Training points per per-example-gradient call: ``batch_size``, or for the closed-form linear layer
-        on tensors (it holds just the b x p rows) up to 8 batch sizes, in at most 64 MiB of rows."""
-        if streamed or self.linear_head is None:
-            return batch_size
-        return max(batch_size, min(8 * batch_size, _GRADIENT_CHUNK_BYTES // (self.size * self.theta.element_size())))
-
-    def hessian_sum_matvec(
-        self, x: torch.Tensor, y: torch.Tensor, vectors: torch.Tensor, theta: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """sum_i nabla^2 loss(z_i) @ vectors over a batch, [p, m] -> [p, m] (forward-over-reverse)."""
-        theta = self.theta if theta is None else theta
-
-        def total_loss(t: torch.Tensor) -> torch.Tensor:
-            return self.loss_fn(self.outputs(x, t), y).sum()
-
-        gradient = grad(total_loss)
-
-        def hvp(v: torch.Tensor) -> torch.Tensor:
-            return jvp(gradient, (theta,), (v,))[1]
-
-        return vmap(hvp, in_dims=1, out_dims=1)(vectors)
-
-    def per_point_hessian_matvec(self, x: torch.Tensor, y: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
-        """Column j of the result is nabla^2 loss(z_j) @ vectors[:, j]: one point per column, [p, k] -> [p, k]."""
-
-        def one(xi: torch.Tensor, yi: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            gradient = grad(lambda t: self._single_value(self.loss_fn, t, xi, yi))
-            return jvp(gradient, (self.theta,), (v,))[1]
-
-        return vmap(one, in_dims=(0, 0, 1), out_dims=1)(x, y, vectors)
-
-    def input_grads_of_score(self, x: torch.Tensor, y: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
-        """nabla_x [direction . nabla_theta loss(x, y)] for each row of a batch, shape like ``x``.
-
-        ``direction`` is [p]; this is the building block of I_pert,loss.
-        """
-
-        def score(xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
-            g = grad(lambda t: self._single_value(self.loss_fn, t, xi, yi))(self.theta)
-            return torch.dot(g, direction)
-
-        return vmap(grad(score), in_dims=(0, 0))(x, y)

@@ -7,11 +7,10 @@ depends on W_j and D_j exactly as before, and on nothing upstream, so the produc
     jvp(grad_{W_j, D_j} sum_i loss_i)(e_w)  =  [H[W_j, W_j]; H[D_j, W_j]] e_w
 
 are exact columns of H, restricted to the rows of W_j and D_j. They cost a pass through module j and
-what follows it, not through the whole model: on the digits CNN the 296 columns of the second
-convolution take about a quarter of the time of full Hessian-vector products. The rows of the earlier
-parameters come by symmetry from the earlier modules' blocks, whose D contain W_j.
+what follows it, not through the whole model. The rows of the earlier parameters come by symmetry
+from the earlier modules' blocks, whose D contain W_j.
 
-``find_module_blocks`` records the call order on a sample; ``verify`` checks the assembled matrix
+``find_module_blocks`` records the call order on a sample; ``explicit.verify`` checks the assembled matrix
 against full Hessian-vector products with random vectors, so a model that feeds a parameter into an
 earlier layer's input (a later layer's weight used by the parent's forward before that layer runs) is
 caught and takes the general path. Uses of a layer's own parameters outside it, after it has run, are
@@ -136,17 +135,3 @@ def block_columns(
         return vmap(column, in_dims=1, out_dims=1)(basis)
     finally:
         detach.remove()
-
-
-def verify(matrix: torch.Tensor, matvec, shift: float, seed: int = 0) -> bool:
-    """Whether ``matrix`` (H, with ``shift`` I in it) agrees with ``matvec`` (float64 products with H,
-    [p, m] -> [p, m]) on two random vectors: the error of ``matrix @ v`` at most 1e-9 (float64 matrices)
-    or 1e-5 (float32) of the data term's ||(H - shift I) v||, so that damping hides nothing. A wrong matrix
-    fails with probability one; one right but assembled in float32 passes with margin."""
-    generator = torch.Generator().manual_seed(seed)
-    vectors = torch.randn(matrix.shape[0], 2, generator=generator, dtype=torch.float64).to(matrix.device)
-    expected = matvec(vectors)
-    tolerance = 1e-9 if matrix.dtype == torch.float64 else 1e-5
-    error = torch.linalg.norm(matrix.to(torch.float64) @ vectors - expected)
-    scale = torch.linalg.norm(expected - shift * vectors).clamp_min(torch.finfo(torch.float64).tiny)
-    return bool(error <= tolerance * scale)
