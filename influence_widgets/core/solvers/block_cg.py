@@ -134,9 +134,14 @@ def block_conjugate_gradients(
         active = relative > rtol
         start_iterations = iterations
         while bool(active.any()) and iterations < max_iter:
-            block = residual[:, active]
-            block = precondition(block) if precondition is not None else block
-            block = _new_directions(basis, block, eps)
+            start_block = residual[:, active]
+            start_block = precondition(start_block) if precondition is not None else start_block
+            block = _new_directions(basis, start_block, eps)
+            if block.shape[1] == 0 and basis.size:
+                # The space is spanned, yet the residual remains: its directions lost their H-orthogonality to
+                # rounding (an ill-conditioned H). Start a fresh space from the residual, keeping the solution.
+                basis = KrylovBasis()
+                block = _new_directions(basis, start_block, eps)
             if block.shape[1] == 0:
                 break  # nothing new to add: every remaining direction is already in the space
             image = matvec(block)
