@@ -15,7 +15,8 @@ import torch
 
 from ..core.errors import InfluenceInputError
 from ..core.inputs import as_real, as_tensor, check_class_targets, check_finite
-from ..core.validation import retrain_copy
+from ..core.predictions import predicted_classes
+from ..core.retrain import retrain_copy
 
 METHODS = ("self_influence", "loss", "random")
 
@@ -39,9 +40,7 @@ def review_order(explainer, method: str = "self_influence", seed: int = 0) -> np
     if method == "self_influence":
         score = -explainer.self_influence().double().numpy()  # = grad^T H^-1 grad >= 0 for PD H
     elif method == "loss":
-        with torch.no_grad():
-            x, y = explainer.data.x.to(explainer.objective.device), explainer.data.y.to(explainer.objective.device)
-            score = explainer.objective.loss_fn(explainer.objective.outputs(x), y).double().cpu().numpy()
+        score = explainer.losses(explainer.data.x, explainer.data.y).double().numpy()
     elif method == "random":
         score = np.random.default_rng(seed).permutation(explainer.n_train).astype(float)
     else:
@@ -72,11 +71,17 @@ class TriageResult:
         return "\n".join(lines)
 
 
+def prediction_accuracy(predicted: Any, y: Any) -> float:
+    """The share of ``predicted`` classes [m] equal to the labels ``y`` [m] (tensors or arrays)."""
+    predicted, y = torch.as_tensor(predicted).cpu(), torch.as_tensor(y).cpu()
+    return float((predicted.reshape(-1) == y.reshape(-1).long()).double().mean())
+
+
 def accuracy_of(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Test accuracy of a model (a retrained copy) on inputs ``x`` on its device, by ``predicted_classes``."""
     with torch.no_grad():
         outputs = model(x)
-    predicted = outputs.argmax(1) if outputs.ndim == 2 and outputs.shape[1] > 1 else (outputs.reshape(-1) > 0).long()
-    return float((predicted.cpu() == y.cpu().long()).double().mean())
+    return prediction_accuracy(predicted_classes(outputs), y)
 
 
 def simulate_triage(
@@ -128,8 +133,8 @@ def simulate_triage(
     evaluate = X_test is not None
     if evaluate:
         x_test, y_test_t = explainer.coerce_test(X_test, y_test)
-        x_test = x_test.to(explainer.objective.device)
-        result.accuracy_before = accuracy_of(explainer.objective.module, x_test, y_test_t)
+        result.accuracy_before = prediction_accuracy(explainer.predicted_classes(x_test), y_test_t)
+        x_test = x_test.to(explainer.device)
     try:
         if evaluate:
             clean_model = retrain_copy(explainer, explainer.data.x, clean, retrain)
