@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Train a model on the built-in digits (to a minimum of its objective), list the training points "
             "that helped and hurt its worst test predictions, check the predictions against leave-one-out "
             f"retraining, and write an offline HTML explorer (default ./{DEFAULT_REPORT}). "
-            "logreg takes seconds; cnn about a minute."
+            "logreg is convex and quick; cnn trains a small network to a minimum first and takes longer."
         ),
     )
     demo.add_argument(
