@@ -33,19 +33,23 @@ def check_fractions(fractions: Sequence[float]) -> np.ndarray:
     return np.sort(values)
 
 
-def review_order(explainer, method: str = "self_influence", seed: int = 0) -> np.ndarray:
-    """Training indices, most suspicious first, by ``"self_influence"`` magnitude, ``"loss"`` or ``"random"``."""
+def review_scores(explainer, method: str = "self_influence", seed: int = 0) -> np.ndarray:
+    """Suspicion of each training point, float64 [n_train], larger = check first: |self-influence|
+    -I_up,loss(z_i, z_i) = nabla L_i^T H^-1 nabla L_i (no 1/n) for ``"self_influence"``, the training loss
+    for ``"loss"``, a seeded random permutation of 0..n-1 for ``"random"``."""
     if not isinstance(method, str) or method not in METHODS:
         raise InfluenceInputError(f"unknown method {method!r}; choose one of {METHODS}")
     if method == "self_influence":
-        score = -explainer.self_influence().double().numpy()  # = grad^T H^-1 grad >= 0 for PD H
-    elif method == "loss":
-        score = explainer.losses(explainer.data.x, explainer.data.y).double().numpy()
-    elif method == "random":
-        score = np.random.default_rng(seed).permutation(explainer.n_train).astype(float)
-    else:
-        raise InfluenceInputError(f"unknown method {method!r}; choose one of {METHODS}")
-    return np.argsort(-score, kind="stable")
+        return -explainer.self_influence().double().numpy()  # = grad^T H^-1 grad >= 0 for PD H
+    if method == "loss":
+        return explainer.losses(explainer.data.x, explainer.data.y).double().numpy()
+    return np.random.default_rng(seed).permutation(explainer.n_train).astype(float)
+
+
+def review_order(explainer, method: str = "self_influence", seed: int = 0) -> np.ndarray:
+    """Training indices, most suspicious first, by ``"self_influence"`` magnitude, ``"loss"`` or ``"random"``
+    (``review_scores``, largest first; ties keep the training order)."""
+    return np.argsort(-review_scores(explainer, method, seed), kind="stable")
 
 
 @dataclass

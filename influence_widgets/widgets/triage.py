@@ -15,10 +15,11 @@ import numpy as np
 import torch
 from matplotlib.image import imsave
 
+from ..core.arrays import as_numpy
 from ..core.errors import InfluenceInputError
 from ..core.retrain import LBFGSRetrain, gradient_norm, minimise_lbfgs, retrain_copy
 from ..core.threads import within_thread_budget
-from ..usecases.mislabel import prediction_accuracy, review_order
+from ..usecases.mislabel import prediction_accuracy, review_scores
 from .background import BackgroundWork
 from .images import to_thumbnails
 
@@ -119,10 +120,9 @@ class TriagePanel(BackgroundWork, widgets.VBox):
         return explainer.predicted_classes(self._test[0]).numpy()
 
     def _scores(self, explainer) -> tuple[np.ndarray, np.ndarray | None]:
-        if self.method != "self_influence":
-            return review_order(explainer, self.method), None
-        score = -explainer.self_influence().double().numpy()  # |I_up,loss(z_i, z_i)| for PD H
-        return np.argsort(-score, kind="stable"), score
+        """The review order (``usecases.review_order``'s rule) and, for self-influence, the scores shown."""
+        score = review_scores(explainer, self.method)
+        return np.argsort(-score, kind="stable"), score if self.method == "self_influence" else None
 
     def _rank(self, ranked: tuple[np.ndarray, np.ndarray | None] | None = None) -> None:
         order, scores = self._scores(self.explainer) if ranked is None else ranked
@@ -242,7 +242,7 @@ class TriagePanel(BackgroundWork, widgets.VBox):
         return model
 
     def _explain(self, changed: dict[int, tuple[int, int]], before: np.ndarray, after: np.ndarray) -> str:
-        truth = self._test[1].cpu().numpy().reshape(-1)
+        truth = as_numpy(self._test[1]).reshape(-1)
         flipped = before != after
         fixed = int((flipped & (after == truth)).sum())
         broken = int((flipped & (before == truth)).sum())
