@@ -14,8 +14,10 @@ from pathlib import Path
 import torch
 
 from .core import InfluenceExplainer
+from .core.predictions import predicted_classes
+from .core.retrain import LBFGSRetrain
 from .core.solvers import REGISTRY, solver_names
-from .core.validation import LBFGSRetrain, LOOResult
+from .core.validation import LOOResult
 from .data.zoo import train_digits_model
 
 DEFAULT_REPORT = "influence-report.html"
@@ -122,13 +124,13 @@ def run_demo(
         if explainer.damping > 0:
             lam_min = curvature.eigenvalues.lambda_min
             damping_note = f", damping {explainer.damping:.2g} (smallest Hessian eigenvalue {lam_min:.2g})"
-    with torch.no_grad():
-        outputs = explainer.objective.outputs(split.X_test.to(explainer.objective.dtype))
-        losses = trained.loss_fn(outputs, split.y_test)
+    outputs = explainer.outputs(split.X_test)
+    losses = explainer.losses(split.X_test, split.y_test)
+    classes = predicted_classes(outputs)
     chosen = torch.argsort(losses, descending=True)[:n_test]
     change = explainer.predicted_loss_change(split.X_test[chosen], split.y_test[chosen])
     n = explainer.n_train
-    accuracy = float((outputs.argmax(1) == split.y_test).double().mean())
+    accuracy = float((classes == split.y_test).double().mean())
     lines = [
         f"influence-widgets demo: {model} on the built-in digits ({n} training / {len(split.y_test)} test points, "
         f"test accuracy {accuracy:.3f})",
@@ -139,7 +141,7 @@ def run_demo(
     ]
     for row, test_index in enumerate(chosen.tolist()):
         probs = torch.softmax(outputs[test_index], dim=0)
-        predicted = int(probs.argmax())
+        predicted = int(classes[test_index])
         lines.append(
             f"\ntest #{test_index}: label {int(split.y_test[test_index])}, predicted {predicted} "
             f"(probability {float(probs[predicted]):.2f}), test loss {float(losses[test_index]):.3f}"
@@ -205,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Train a model on the built-in digits (to a minimum of its objective), list the training points "
             "that helped and hurt its worst test predictions, check the predictions against leave-one-out "
             f"retraining, and write an offline HTML explorer (default ./{DEFAULT_REPORT}). "
-            "logreg takes seconds; cnn about a minute."
+            "logreg is convex and quick; cnn trains a small network to a minimum first and takes longer."
         ),
     )
     demo.add_argument(

@@ -101,7 +101,7 @@ def test_background_retrain_explains_what_changed_and_keeps_the_users_labels(noi
     panel.wait(120)
     assert panel.error is None and panel.progress.value == 100
     assert panel.retrain_button.disabled is False and panel.stop_button.disabled is True
-    after = panel.explainer.objective.module(split.X_test).argmax(1)
+    after = panel.explainer.model(split.X_test).argmax(1)
     changed = int((before != after).sum())
     assert (
         f"Retrained with {len(fixed)} corrected label(s): {changed} of {len(split.y_test)} test predictions changed"

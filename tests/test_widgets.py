@@ -13,7 +13,7 @@ import torch
 from influence_widgets import InfluenceExplainer, InfluenceInputError
 from influence_widgets.data import LogisticRegression, cross_entropy_per_example, fit_lbfgs, load_digits
 from influence_widgets.widgets import RankedView, ScatterView, explore, figure_png, loo_figure
-from influence_widgets.widgets.views import STATIC
+from influence_widgets.widgets.views import STATIC, with_html_fallback
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +164,19 @@ def test_fallback_html_for_frontends_without_widgets(digits_explorer):
     bundle = explorer._repr_mimebundle_()
     data = bundle[0] if isinstance(bundle, tuple) else bundle
     assert "application/vnd.jupyter.widget-view+json" in data and "most helpful" in data["text/html"]
+    scatter_bundle = explorer.scatter._repr_mimebundle_()
+    scatter_data = scatter_bundle[0] if isinstance(scatter_bundle, tuple) else scatter_bundle
+    assert "influence versus distance" in scatter_data["text/html"]
+
+
+def test_the_html_fallback_joins_a_bundle_of_each_form_the_frontend_may_give():
+    view = {"application/vnd.jupyter.widget-view+json": {"model_id": "m"}}
+    joined = with_html_fallback(view, "<p>x</p>")
+    assert joined == {**view, "text/html": "<p>x</p>"} and "text/html" not in view  # the input is not changed
+    data, metadata = with_html_fallback((view, {"meta": 1}), "<p>y</p>")
+    assert data["text/html"] == "<p>y</p>" and metadata == {"meta": 1}
+    assert with_html_fallback(None, "<p>z</p>") == {"text/html": "<p>z</p>"}
+    assert with_html_fallback((None, {}), "<p>z</p>") == ({"text/html": "<p>z</p>"}, {})
 
 
 def test_bad_input_to_the_explorer(digits_explorer):

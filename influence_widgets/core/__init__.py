@@ -17,9 +17,10 @@ from .errors import (
 from .explainer import ExplainerSettings, InfluenceExplainer
 from .explainer_curvature import CurvatureReport, DampedExplainer
 from .losses import SmoothHinge
+from .retrain import LBFGSRetrain, StepsRetrain
 from .solvers import CGOptions, ExactOptions, LissaOptions, SolveDiagnostics, make_solver
 from .stationarity import StationarityReport
-from .validation import LBFGSRetrain, LOOResult, RetrainingError, StepsRetrain
+from .validation import LOOResult, RetrainingError
 
 __all__ = [
     "CGOptions",

@@ -12,7 +12,6 @@ change is measured against it, so that optimiser drift is not mistaken for influ
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,12 +21,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import statistics
 from .errors import InfluenceInputError
 from .inputs import as_real, check_indices
 from .progress import progress_counter
+from .retrain import LBFGSRetrain, Retrainer, StepsRetrain, retrain_copy, run_builtin
 from .stationarity import StationarityReport
 
-Retrainer = Callable[[nn.Module, torch.Tensor, torch.Tensor], nn.Module]
+__all__ = [  # the retraining settings and loop live in core/retrain.py; imported from here as before
+    "LBFGSRetrain",
+    "LOOResult",
+    "RetrainingError",
+    "StepsRetrain",
+    "retrain_copy",
+    "run_builtin",
+    "validate_loo",
+]
 
 
 class RetrainingError(RuntimeError):
@@ -36,87 +45,6 @@ class RetrainingError(RuntimeError):
     def __init__(self, message: str, partial: LOOResult) -> None:
         super().__init__(message)
         self.partial = partial
-
-
-@dataclass(frozen=True)
-class LBFGSRetrain:
-    """Full-batch L-BFGS (strong Wolfe) to a tight gradient tolerance: for convex models."""
-
-    max_iter: int = 1000
-    tolerance: float = 1e-10
-
-
-@dataclass(frozen=True)
-class StepsRetrain:
-    """A fixed number of full-batch Adam steps: for networks, like the paper's 30k steps, scaled down."""
-
-    steps: int = 500
-    lr: float = 1e-3
-
-
-def _regularised_objective(module, names, loss_fn, x, y, n, weight_decay):
-    params = [p for name, p in module.named_parameters() if name in names]
-    penalty = sum((p * p).sum() for p in params)
-    return loss_fn(module(x), y).sum() / n + 0.5 * weight_decay * penalty
-
-
-def run_builtin(method: LBFGSRetrain | StepsRetrain, module, names, loss_fn, x, y, n, weight_decay) -> nn.Module:
-    """Minimise R_-z in place on ``module`` (only the ``names`` parameters move)."""
-    params = [p for name, p in module.named_parameters() if name in names]
-    if isinstance(method, LBFGSRetrain):
-        optimizer = torch.optim.LBFGS(
-            params,
-            lr=1.0,
-            max_iter=method.max_iter,
-            tolerance_grad=method.tolerance,
-            tolerance_change=0.0,
-            history_size=50,
-            line_search_fn="strong_wolfe",
-        )
-
-        def closure():
-            optimizer.zero_grad()
-            value = _regularised_objective(module, names, loss_fn, x, y, n, weight_decay)
-            value.backward()
-            return value
-
-        optimizer.step(closure)
-    else:
-        optimizer = torch.optim.Adam(params, lr=method.lr)
-        for _ in range(method.steps):
-            optimizer.zero_grad()
-            _regularised_objective(module, names, loss_fn, x, y, n, weight_decay).backward()
-            optimizer.step()
-    return module
-
-
-def retrain_copy(explainer, x: torch.Tensor, y: torch.Tensor, method: Any = None) -> nn.Module:
-    """A copy of the explainer's model, warm-started at theta_hat and retrained on (x, y).
-
-    Built-in methods minimise (1/n) sum loss + (lambda/2)||theta||^2 with n the explainer's training-set
-    size (so removing a point is eps = -1/n) over the selected parameters only; a callable
-    ``method(model_copy, x, y) -> model`` is checked to return the same architecture.
-    """
-    objective = explainer.objective
-    method = LBFGSRetrain() if method is None else method
-    names = set(objective.names)
-    module = copy.deepcopy(objective.module)
-    for name, p in module.named_parameters():
-        p.requires_grad_(name in names)
-    x, y = x.to(objective.device), y.to(objective.device)
-    if isinstance(method, (LBFGSRetrain, StepsRetrain)):
-        run_builtin(method, module, names, objective.loss_fn, x, y, explainer.n_train, explainer.weight_decay)
-        return module.eval()
-    result = method(module, x, y)
-    if not isinstance(result, nn.Module):
-        raise InfluenceInputError(f"retrain must return the retrained nn.Module, got {type(result).__name__}")
-    reference = {name: p.shape for name, p in objective.module.named_parameters()}
-    if {name: p.shape for name, p in result.named_parameters()} != reference:
-        raise InfluenceInputError(
-            "retrain returned a model with a different architecture (parameter names or shapes changed); "
-            "retrain the copy it is given and return it"
-        )
-    return result.eval()
 
 
 @dataclass
@@ -141,30 +69,21 @@ class LOOResult:
     note: str = "actual changes are measured against a retraining with nothing removed (the drift baseline)"
     stationarity: StationarityReport | None = None
 
-    @staticmethod
-    def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-        return float(np.corrcoef(a, b)[0, 1]) if len(a) > 1 else float("nan")
-
-    @staticmethod
-    def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-        rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731
-        return float(np.corrcoef(rank(a), rank(b))[0, 1]) if len(a) > 1 else float("nan")
-
     @property
     def pearson(self) -> float:
-        return self._pearson(self.predicted, self.actual)
+        return statistics.pearson(self.predicted, self.actual)
 
     @property
     def spearman(self) -> float:
-        return self._spearman(self.predicted, self.actual)
+        return statistics.spearman(self.predicted, self.actual)
 
     @property
     def refined_pearson(self) -> float:
-        return self._pearson(self.refined, self.actual) if self.refined is not None else float("nan")
+        return statistics.pearson(self.refined, self.actual) if self.refined is not None else float("nan")
 
     @property
     def refined_spearman(self) -> float:
-        return self._spearman(self.refined, self.actual) if self.refined is not None else float("nan")
+        return statistics.spearman(self.refined, self.actual) if self.refined is not None else float("nan")
 
     def slope(self, refined: bool = False) -> float:
         """Least-squares slope of actual on predicted (1 means the scale is right)."""

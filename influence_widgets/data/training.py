@@ -1,6 +1,8 @@
 """Fitting a model to the exact objective the explainer assumes.
 
-R(theta) = (1/n) sum_i loss(z_i, theta) + (lambda/2) ||theta||^2 over the trainable parameters.
+R(theta) = (1/n) sum_i loss(z_i, theta) + (lambda/2) ||theta||^2 over the trainable parameters. The objective
+and the optimisers are the core's (``core/retrain.py``), shared with leave-one-out retraining; these trainers
+add the train/eval mode, progress bars and the thread budget.
 """
 
 from __future__ import annotations
@@ -11,28 +13,21 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..core.retrain import LossFn, gradient_norm, minimise_adam, minimise_lbfgs, regularised_objective
 from ..core.threads import within_thread_budget
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+__all__ = ["LossFn", "fit_adam", "fit_lbfgs", "fit_to_minimum", "gradient_norm", "objective_value"]
 
 
 def progress_counter(*, enabled: bool, desc: str, total: int) -> tqdm:
-    """A ``tqdm.auto`` counter shown after one second; silent when not ``enabled``."""
+    """A ``tqdm.auto`` counter shown after one second; silent when not ``enabled``. A plain counter:
+    unlike ``core.progress.progress_counter`` it leaves the thread count alone during a fit."""
     return tqdm(total=total, desc=desc, delay=1.0, leave=False, disable=not enabled, dynamic_ncols=True)
 
 
 def objective_value(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, weight_decay: float):
-    """R(theta) at the model's current parameters (differentiable)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    penalty = sum((p * p).sum() for p in params)
-    return loss_fn(model(x), y).mean() + 0.5 * weight_decay * penalty
-
-
-def gradient_norm(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, weight_decay: float) -> float:
-    """||nabla R(theta)||, how far the model is from a stationary point of the objective."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    grads = torch.autograd.grad(objective_value(model, loss_fn, x, y, weight_decay), params)
-    return float(torch.sqrt(sum((g * g).sum() for g in grads)))
+    """R(theta) at the model's current parameters (differentiable), the mean loss plus weight decay."""
+    return regularised_objective(model, loss_fn, x, y, weight_decay)
 
 
 @within_thread_budget  # threads sized to the free cores, the user's setting restored after
@@ -52,26 +47,9 @@ def fit_lbfgs(
     ``on_evaluation()`` runs after each evaluation of the objective (a progress bar's tick).
     """
     model.train()
-    optimizer = torch.optim.LBFGS(
-        [p for p in model.parameters() if p.requires_grad],
-        lr=1.0,
-        max_iter=max_iter,
-        tolerance_grad=tolerance,
-        tolerance_change=0.0,
-        history_size=50,
-        line_search_fn="strong_wolfe",
+    minimise_lbfgs(
+        model, loss_fn, x, y, weight_decay, max_iter=max_iter, tolerance=tolerance, on_evaluation=on_evaluation
     )
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        value = objective_value(model, loss_fn, x, y, weight_decay)
-        value.backward()
-        if on_evaluation is not None:
-            on_evaluation()
-        return value
-
-    optimizer.step(closure)
-    optimizer.zero_grad(set_to_none=True)
     return model.eval()
 
 
@@ -132,15 +110,9 @@ def fit_adam(
 ) -> nn.Module:
     """Full-batch Adam for a fixed number of steps, in place; returns the model in eval mode."""
     model.train()
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     bar = progress_counter(enabled=progress, desc="Adam", total=steps)
     try:
-        for _ in range(steps):
-            optimizer.zero_grad()
-            objective_value(model, loss_fn, x, y, weight_decay).backward()
-            optimizer.step()
-            bar.update(1)
+        minimise_adam(model, loss_fn, x, y, weight_decay, steps=steps, lr=lr, on_step=lambda: bar.update(1))
     finally:
         bar.close()
-    optimizer.zero_grad(set_to_none=True)
     return model.eval()

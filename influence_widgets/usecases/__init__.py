@@ -2,7 +2,7 @@
 
 from .attack import AttackResult, training_set_attack
 from .behaviour import LocalitySummary, compare_models, influence_locality
-from .mislabel import TriageResult, review_order, simulate_triage
+from .mislabel import TriageResult, review_order, review_scores, simulate_triage
 from .mismatch import MismatchReport, domain_mismatch_report
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "domain_mismatch_report",
     "influence_locality",
     "review_order",
+    "review_scores",
     "simulate_triage",
     "training_set_attack",
 ]

@@ -15,8 +15,8 @@ import torch
 
 from ..core.errors import InfluenceInputError
 from ..core.inputs import as_real, check_indices
-from ..core.validation import retrain_copy
-from .mislabel import accuracy_of
+from ..core.predictions import predicted_classes
+from ..core.retrain import retrain_copy
 
 
 @dataclass
@@ -44,9 +44,9 @@ class AttackResult:
 
 
 def _prediction(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """The predicted class of one input [1, ...] by a retrained copy."""
     with torch.no_grad():
-        out = model(x)
-    return int(out.argmax(1)) if out.ndim == 2 and out.shape[1] > 1 else int(out.reshape(-1)[0] > 0)
+        return int(predicted_classes(model(x))[0])
 
 
 def training_set_attack(
@@ -89,10 +89,9 @@ def training_set_attack(
     x, y = explainer.coerce_test(x_test, y_test)
     if len(x) != 1:
         raise InfluenceInputError(f"attack one test point at a time; got {len(x)}")
-    device = explainer.objective.device
-    x_dev, y_dev = x.to(device), y.to(device)
-    before = _prediction(explainer.objective.module, x_dev)
-    if require_correct and accuracy_of(explainer.objective.module, x_dev, y) < 1:
+    x_dev, y_dev = x.to(explainer.device), y.to(explainer.device)
+    before = int(explainer.predicted_classes(x)[0])
+    if require_correct and before != int(y.reshape(-1)[0]):
         raise InfluenceInputError(
             "the model already misclassifies this test point; pick a correctly classified one, or pass "
             "require_correct=False"
@@ -106,7 +105,7 @@ def training_set_attack(
     original = data_x[indices].clone()
     first_direction = explainer.influence_pert_loss(x, y, indices)[0]
     current = explainer
-    model = explainer.objective.module
+    model = explainer.model
     attacked = original.clone()  # the inputs that ``model`` was retrained on
     done, stopped = 0, False
     try:
@@ -121,9 +120,8 @@ def training_set_attack(
             current = explainer.for_model(model, data_x)
     except KeyboardInterrupt:  # keep the steps done: the last model and the inputs it was trained on
         stopped = True
-    loss_fn = explainer.objective.loss_fn
     with torch.no_grad():
-        observed = float(loss_fn(model(x_dev), y_dev).sum() - loss_fn(explainer.objective.outputs(x_dev), y_dev).sum())
+        observed = float(explainer.loss_fn(model(x_dev), y_dev).sum().cpu() - explainer.losses(x, y).sum())
     delta = (data_x[indices] - original).to(first_direction.dtype)
     predicted = float((delta * first_direction).sum()) / explainer.n_train
     return AttackResult(

@@ -2,8 +2,8 @@
 
 An RBF model's most influential points are its nearest neighbours; a network's need not be. The
 summary numbers: the Spearman correlation between |I_up,loss| and Euclidean distance over the training
-set (strongly negative = local), and the mean distance of the 10 most helpful points against the mean
-distance of all training points.
+set (strongly negative = local; tied values share their mean rank), and the mean distance of the 10 most
+helpful points against the mean distance of all training points.
 """
 
 from __future__ import annotations
@@ -14,12 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.arrays import as_numpy, distances_to
 from ..core.inputs import check_feature_shape
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    rank = lambda v: np.argsort(np.argsort(v, kind="stable"), kind="stable")  # noqa: E731
-    return float(np.corrcoef(rank(a), rank(b))[0, 1])
+from ..core.statistics import spearman
 
 
 @dataclass(frozen=True)
@@ -44,16 +41,14 @@ def influence_locality(explainer, x_test: Any, y_test: Any, features: Any = None
     with torch.no_grad():
         train = explainer.data.x if features is None else features(explainer.data.x)
         test = x if features is None else features(x)
-    train = np.asarray(train.detach().cpu() if hasattr(train, "detach") else train, dtype=float).reshape(len(train), -1)
-    test = np.asarray(test.detach().cpu() if hasattr(test, "detach") else test, dtype=float).reshape(len(test), -1)
+    train = as_numpy(train, np.float64).reshape(len(train), -1)
+    test = as_numpy(test, np.float64).reshape(len(test), -1)
     summaries = []
     for row, point in zip(influence, test):
-        distances = np.linalg.norm(train - point, axis=1)
+        distances = distances_to(train, point)
         helpful = np.argsort(row, kind="stable")[:10]  # most negative I_up,loss = most helpful
         summaries.append(
-            LocalitySummary(
-                _spearman(np.abs(row), distances), float(distances[helpful].mean()), float(distances.mean())
-            )
+            LocalitySummary(spearman(np.abs(row), distances), float(distances[helpful].mean()), float(distances.mean()))
         )
     return summaries
 

@@ -15,7 +15,8 @@ import torch
 
 from ..core.errors import InfluenceInputError
 from ..core.inputs import as_real, as_tensor, check_class_targets, check_finite
-from ..core.validation import retrain_copy
+from ..core.predictions import predicted_classes
+from ..core.retrain import retrain_copy
 
 METHODS = ("self_influence", "loss", "random")
 
@@ -32,21 +33,23 @@ def check_fractions(fractions: Sequence[float]) -> np.ndarray:
     return np.sort(values)
 
 
-def review_order(explainer, method: str = "self_influence", seed: int = 0) -> np.ndarray:
-    """Training indices, most suspicious first, by ``"self_influence"`` magnitude, ``"loss"`` or ``"random"``."""
+def review_scores(explainer, method: str = "self_influence", seed: int = 0) -> np.ndarray:
+    """Suspicion of each training point, float64 [n_train], larger = check first: |self-influence|
+    -I_up,loss(z_i, z_i) = nabla L_i^T H^-1 nabla L_i (no 1/n) for ``"self_influence"``, the training loss
+    for ``"loss"``, a seeded random permutation of 0..n-1 for ``"random"``."""
     if not isinstance(method, str) or method not in METHODS:
         raise InfluenceInputError(f"unknown method {method!r}; choose one of {METHODS}")
     if method == "self_influence":
-        score = -explainer.self_influence().double().numpy()  # = grad^T H^-1 grad >= 0 for PD H
-    elif method == "loss":
-        with torch.no_grad():
-            x, y = explainer.data.x.to(explainer.objective.device), explainer.data.y.to(explainer.objective.device)
-            score = explainer.objective.loss_fn(explainer.objective.outputs(x), y).double().cpu().numpy()
-    elif method == "random":
-        score = np.random.default_rng(seed).permutation(explainer.n_train).astype(float)
-    else:
-        raise InfluenceInputError(f"unknown method {method!r}; choose one of {METHODS}")
-    return np.argsort(-score, kind="stable")
+        return -explainer.self_influence().double().numpy()  # = grad^T H^-1 grad >= 0 for PD H
+    if method == "loss":
+        return explainer.losses(explainer.data.x, explainer.data.y).double().numpy()
+    return np.random.default_rng(seed).permutation(explainer.n_train).astype(float)
+
+
+def review_order(explainer, method: str = "self_influence", seed: int = 0) -> np.ndarray:
+    """Training indices, most suspicious first, by ``"self_influence"`` magnitude, ``"loss"`` or ``"random"``
+    (``review_scores``, largest first; ties keep the training order)."""
+    return np.argsort(-review_scores(explainer, method, seed), kind="stable")
 
 
 @dataclass
@@ -72,11 +75,17 @@ class TriageResult:
         return "\n".join(lines)
 
 
+def prediction_accuracy(predicted: Any, y: Any) -> float:
+    """The share of ``predicted`` classes [m] equal to the labels ``y`` [m] (tensors or arrays)."""
+    predicted, y = torch.as_tensor(predicted).cpu(), torch.as_tensor(y).cpu()
+    return float((predicted.reshape(-1) == y.reshape(-1).long()).double().mean())
+
+
 def accuracy_of(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Test accuracy of a model (a retrained copy) on inputs ``x`` on its device, by ``predicted_classes``."""
     with torch.no_grad():
         outputs = model(x)
-    predicted = outputs.argmax(1) if outputs.ndim == 2 and outputs.shape[1] > 1 else (outputs.reshape(-1) > 0).long()
-    return float((predicted.cpu() == y.cpu().long()).double().mean())
+    return prediction_accuracy(predicted_classes(outputs), y)
 
 
 def simulate_triage(
@@ -128,8 +137,8 @@ def simulate_triage(
     evaluate = X_test is not None
     if evaluate:
         x_test, y_test_t = explainer.coerce_test(X_test, y_test)
-        x_test = x_test.to(explainer.objective.device)
-        result.accuracy_before = accuracy_of(explainer.objective.module, x_test, y_test_t)
+        result.accuracy_before = prediction_accuracy(explainer.predicted_classes(x_test), y_test_t)
+        x_test = x_test.to(explainer.device)
     try:
         if evaluate:
             clean_model = retrain_copy(explainer, explainer.data.x, clean, retrain)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.arrays import as_numpy
 from ..core.errors import InfluenceInputError
 from ..core.inputs import as_real
 
@@ -80,12 +81,6 @@ class MismatchReport:
         return "\n".join(lines)
 
 
-def _predictions(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        out = module(x)
-    return out.argmax(1) if out.ndim == 2 and out.shape[1] > 1 else (out.reshape(-1) > 0).long()
-
-
 def _group_shares(groups: np.ndarray, indices: np.ndarray) -> dict[str, float]:
     return {str(g): float(np.mean(groups[indices] == g)) for g in np.unique(groups)}
 
@@ -121,8 +116,7 @@ def domain_mismatch_report(
         group_arrays.append(array)
     g_train, g_test = group_arrays
 
-    device = explainer.objective.device
-    wrong = (_predictions(explainer.objective.module, x.to(device)).cpu() != y.long().cpu()).numpy()
+    wrong = (explainer.predicted_classes(x) != y.long().cpu()).numpy()
     wrong_idx = np.flatnonzero(wrong)
     if len(wrong_idx) == 0:
         raise InfluenceInputError("the model gets every test point right: there is no mismatch to debug")
@@ -130,7 +124,7 @@ def domain_mismatch_report(
     harm = explainer.influence(x_wrong, y_wrong).double().sum(0).numpy()
     top = np.argsort(-harm, kind="stable")[:top_k]
     pert = explainer.influence_pert_loss(x_wrong, y_wrong, torch.as_tensor(top)).double().sum(0)  # [k, n_features]
-    train = explainer.data.x.double().cpu().numpy()
+    train = as_numpy(explainer.data.x, np.float64)
     spread = train.std(0)
     shift = (train[top].mean(0) - train.mean(0)) / np.where(spread > 0, spread, 1.0)
 

@@ -11,11 +11,13 @@ import ipywidgets as widgets
 import numpy as np
 import torch
 
+from ..core.arrays import as_numpy, distances_to
 from ..core.errors import InfluenceInputError
+from ..core.predictions import predicted_classes
 from .identity import check_ids, display_ids
 from .images import to_thumbnails
 from .panels import DiagnosticsPanel, LOOPanel
-from .views import RankedView, ScatterView, TestStrip, float32_bytes, int32_bytes
+from .views import RankedView, ScatterView, TestStrip, float32_bytes, int32_bytes, with_html_fallback
 
 TABULAR_MAX_FEATURES = 512  # wider rows are not shown as a table; pass images or row_text instead
 
@@ -31,17 +33,6 @@ class PointResult:
     info: dict
     seconds: float
     diagnostics: Any = None
-
-
-def _as_numpy(values: Any) -> np.ndarray:
-    return np.asarray(values.detach().cpu() if hasattr(values, "detach") else values)
-
-
-def class_predictions(outputs: torch.Tensor) -> np.ndarray:
-    """Predicted classes: argmax of several logits, or logit > 0 for one."""
-    if outputs.ndim == 2 and outputs.shape[1] > 1:
-        return outputs.argmax(1).cpu().numpy()
-    return (outputs.reshape(len(outputs)) > 0).long().cpu().numpy()
 
 
 def infer_task(y_train: np.ndarray, outputs: torch.Tensor) -> str:
@@ -99,10 +90,10 @@ class Explorer:
         n_train, n_test = explainer.n_train, len(self.x_test)
         self.train_ids = check_ids(train_ids, n_train, "train_ids")
         self.test_ids = check_ids(test_ids, n_test, "test_ids")
+        outputs = explainer.outputs(self.x_test)  # on the CPU
         with torch.no_grad():
-            outputs = explainer.objective.outputs(self.x_test.to(explainer.objective.device))
-            self.test_losses = explainer.objective.loss_fn(outputs, self.y_test.to(outputs.device)).cpu().numpy()
-        y_train, y_test_np = _as_numpy(explainer.data.y), _as_numpy(self.y_test)
+            self.test_losses = as_numpy(explainer.loss_fn(outputs, self.y_test))
+        y_train, y_test_np = as_numpy(explainer.data.y), as_numpy(self.y_test)
         if y_train.ndim > 1 and int(np.prod(y_train.shape[1:])) != 1:
             raise InfluenceInputError(
                 f"the training targets have shape {tuple(y_train.shape)}: the explorer shows one label or value per "
@@ -120,12 +111,12 @@ class Explorer:
                 )
             self.train_labels = y_train.astype(np.int64).reshape(n_train)
             self.test_labels = y_test_np.astype(np.int64).reshape(n_test)
-            self.predictions = class_predictions(outputs)
+            self.predictions = predicted_classes(outputs).numpy()
             self.predicted_values = None
         else:
             self.train_labels = y_train.astype(np.float64).reshape(n_train)
             self.test_labels = y_test_np.astype(np.float64).reshape(n_test)
-            self.predicted_values = outputs.reshape(n_test, -1)[:, 0].double().cpu().numpy()
+            self.predicted_values = as_numpy(outputs.reshape(n_test, -1)[:, 0], np.float64)
             self.predictions = self.predicted_values
         self.train_features, self.test_features = self._features(features)
         self.class_names = [str(c) for c in class_names] if class_names is not None else []
@@ -235,7 +226,7 @@ class Explorer:
 
     def _tabular(self, feature_names: Any, show_rows: bool) -> tuple[list[str], bytes, np.ndarray | None, bytes]:
         """Feature names, training rows and scale (float32 bytes) and test rows for tabular data."""
-        x_train = _as_numpy(self.explainer.data.x)
+        x_train = as_numpy(self.explainer.data.x)
         flat = x_train.reshape(len(x_train), -1)
         d = flat.shape[1]
         if feature_names is not None:
@@ -252,7 +243,7 @@ class Explorer:
                 )
             return feature_names or [], b"", None, b""
         names = feature_names or [f"x{j}" for j in range(d)]
-        test = _as_numpy(self.x_test).reshape(len(self.x_test), -1).astype(np.float32)
+        test = as_numpy(self.x_test).reshape(len(self.x_test), -1).astype(np.float32)
         scale = flat.astype(np.float64).std(0)
         scale[~(scale > 0)] = 1.0
         return names, flat.astype(np.float32).tobytes(), test, scale.astype(np.float32).tobytes()
@@ -260,14 +251,14 @@ class Explorer:
     def _features(self, features: Any) -> tuple[np.ndarray, np.ndarray]:
         x_train = self.explainer.data.x
         if features is None:
-            train, test = _as_numpy(x_train), _as_numpy(self.x_test)
+            train, test = as_numpy(x_train), as_numpy(self.x_test)
         elif callable(features):
             with torch.no_grad():
-                train, test = _as_numpy(features(x_train)), _as_numpy(features(self.x_test))
+                train, test = as_numpy(features(x_train)), as_numpy(features(self.x_test))
         else:
             if not isinstance(features, (tuple, list)) or len(features) != 2:
                 raise InfluenceInputError("features must be a callable or a pair (train_features, test_features)")
-            train, test = (_as_numpy(f) for f in features)
+            train, test = (as_numpy(f) for f in features)
         train = train.reshape(len(train), -1).astype(np.float64)
         test = test.reshape(len(test), -1).astype(np.float64)
         if len(train) != self.explainer.n_train or len(test) != len(self.x_test) or train.shape[1] != test.shape[1]:
@@ -314,7 +305,7 @@ class Explorer:
             x, y = self.x_test[index : index + 1], self.y_test[index : index + 1]
             changes = self.explainer.predicted_loss_change(x, y)[0].numpy()
             diagnostics = self.explainer.diagnostics[-1] if len(self.explainer.diagnostics) > solves else None
-            distances = np.linalg.norm(self.train_features - self.test_features[index], axis=1)
+            distances = distances_to(self.train_features, self.test_features[index])
             if self.task == "classification":
                 same = (self.train_labels == self.test_labels[index]).astype(np.uint8)
             else:
@@ -376,10 +367,7 @@ class Explorer:
         write_report(self, path, test_indices, title)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        bundle = self.widget._repr_mimebundle_(**kwargs)
-        data = bundle[0] if isinstance(bundle, tuple) else (bundle or {})
-        data["text/html"] = self.ranked._html_fallback()
-        return bundle if isinstance(bundle, tuple) else data
+        return with_html_fallback(self.widget._repr_mimebundle_(**kwargs), self.ranked._html_fallback())
 
 
 def explore(explainer, X_test: Any, y_test: Any, **kwargs: Any) -> Explorer:

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.arrays import as_numpy
 from ..core.errors import InfluenceInputError
 
 _LUMINANCE = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601 weights of red, green and blue
@@ -18,7 +19,7 @@ def to_thumbnails(images: Any, n: int, name: str) -> np.ndarray:
     last, shown by their luminance). Values (any real range) are scaled jointly over the set so that the
     largest value is full ink.
     """
-    array = np.asarray(images.detach().cpu() if hasattr(images, "detach") else images, dtype=np.float64)
+    array = as_numpy(images, np.float64)
     if array.ndim == 4 and array.shape[1] == 1:
         array = array[:, 0]
     elif array.ndim == 4 and array.shape[1] == 3:

@@ -15,10 +15,11 @@ import numpy as np
 import torch
 from matplotlib.image import imsave
 
+from ..core.arrays import as_numpy
 from ..core.errors import InfluenceInputError
-from ..core.validation import LBFGSRetrain, retrain_copy
-from ..data.training import fit_lbfgs, gradient_norm
-from ..usecases.mislabel import accuracy_of, review_order
+from ..core.retrain import LBFGSRetrain, gradient_norm, minimise_lbfgs, retrain_copy
+from ..core.threads import within_thread_budget
+from ..usecases.mislabel import prediction_accuracy, review_scores
 from .background import BackgroundWork
 from .images import to_thumbnails
 
@@ -32,14 +33,6 @@ def thumbnail_png(thumbnail: np.ndarray, scale: int = 8) -> bytes:
 
 class RetrainStopped(Exception):
     """The stop button ended a retraining; the model and ranking stay as they were."""
-
-
-def _predictions(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
-    with torch.no_grad():
-        outputs = model(x)
-    if outputs.ndim == 2 and outputs.shape[1] > 1:
-        return outputs.argmax(1).cpu().numpy()
-    return (outputs.reshape(-1) > 0).long().cpu().numpy()
 
 
 class TriagePanel(BackgroundWork, widgets.VBox):
@@ -116,23 +109,20 @@ class TriagePanel(BackgroundWork, widgets.VBox):
         super().__init__([widgets.HBox([self.rows, controls]), self.status, self.explanation])
         self._rank()
         if self._test is not None:
-            self._test_predictions = _predictions(explainer.objective.module, self._test_x())
-            self.accuracy_history.append(self._accuracy(explainer.objective.module))
+            self._test_predictions = self._predictions(explainer)
+            self.accuracy_history.append(prediction_accuracy(self._test_predictions, self._test[1]))
         self._describe()
 
     # ranking -------------------------------------------------------------------------------------------
 
-    def _test_x(self) -> torch.Tensor:
-        return self._test[0].to(self.explainer.objective.device)
-
-    def _accuracy(self, model: torch.nn.Module) -> float:
-        return accuracy_of(model, self._test_x(), self._test[1])
+    def _predictions(self, explainer) -> np.ndarray:
+        """The test set's predicted classes [m] by ``explainer``'s model."""
+        return explainer.predicted_classes(self._test[0]).numpy()
 
     def _scores(self, explainer) -> tuple[np.ndarray, np.ndarray | None]:
-        if self.method != "self_influence":
-            return review_order(explainer, self.method), None
-        score = -explainer.self_influence().double().numpy()  # |I_up,loss(z_i, z_i)| for PD H
-        return np.argsort(-score, kind="stable"), score
+        """The review order (``usecases.review_order``'s rule) and, for self-influence, the scores shown."""
+        score = review_scores(explainer, self.method)
+        return np.argsort(-score, kind="stable"), score if self.method == "self_influence" else None
 
     def _rank(self, ranked: tuple[np.ndarray, np.ndarray | None] | None = None) -> None:
         order, scores = self._scores(self.explainer) if ranked is None else ranked
@@ -211,12 +201,13 @@ class TriagePanel(BackgroundWork, widgets.VBox):
             settings = method or LBFGSRetrain()
             rounds = max(1, settings.max_iter // 50)
 
+            @within_thread_budget  # threads sized to the free cores, the user's setting restored after
             def lbfgs_in_rounds(module, x, y):
-                loss_fn, weight_decay = self.explainer.objective.loss_fn, self.explainer.weight_decay
+                loss_fn, weight_decay = self.explainer.loss_fn, self.explainer.weight_decay
                 for done in range(rounds):
                     if self._stop.is_set():
                         raise RetrainStopped
-                    fit_lbfgs(module, loss_fn, x, y, weight_decay, max_iter=50, tolerance=settings.tolerance)
+                    minimise_lbfgs(module, loss_fn, x, y, weight_decay, max_iter=50, tolerance=settings.tolerance)
                     tick(int(80 * (done + 1) / rounds))
                     if gradient_norm(module, loss_fn, x, y, weight_decay) <= 10 * settings.tolerance:
                         break
@@ -242,16 +233,16 @@ class TriagePanel(BackgroundWork, widgets.VBox):
         self.explainer = explainer
         if self._test is not None:
             before = self._test_predictions
-            after = _predictions(model, self._test_x())
+            after = self._predictions(explainer)
             self._test_predictions = after
-            self.accuracy_history.append(self._accuracy(model))
+            self.accuracy_history.append(prediction_accuracy(after, self._test[1]))
             self.explanation.value = self._explain(changed, before, after)
         self._rank(ranked)
         self._describe()
         return model
 
     def _explain(self, changed: dict[int, tuple[int, int]], before: np.ndarray, after: np.ndarray) -> str:
-        truth = self._test[1].cpu().numpy().reshape(-1)
+        truth = as_numpy(self._test[1]).reshape(-1)
         flipped = before != after
         fixed = int((flipped & (after == truth)).sum())
         broken = int((flipped & (before == truth)).sum())

@@ -16,6 +16,7 @@ import anywidget
 import numpy as np
 import traitlets
 
+from ..core.arrays import as_numpy
 from ..core.errors import InfluenceInputError
 
 STATIC = pathlib.Path(__file__).resolve().parent.parent / "static"
@@ -23,7 +24,7 @@ STATIC = pathlib.Path(__file__).resolve().parent.parent / "static"
 
 def float32_bytes(values: Any, name: str, n: int | None = None) -> bytes:
     """A finite 1-D array as float32 bytes, checked for length."""
-    array = np.asarray(values.detach().cpu() if hasattr(values, "detach") else values, dtype=np.float32).ravel()
+    array = as_numpy(values, np.float32).ravel()
     if n is not None and len(array) != n:
         raise InfluenceInputError(f"{name} has {len(array)} values but there are {n} training points")
     if not np.isfinite(array).all():
@@ -35,7 +36,16 @@ def float32_bytes(values: Any, name: str, n: int | None = None) -> bytes:
 
 
 def int32_bytes(values: Any) -> bytes:
-    return np.asarray(values.detach().cpu() if hasattr(values, "detach") else values).astype(np.int32).ravel().tobytes()
+    return as_numpy(values).astype(np.int32).ravel().tobytes()
+
+
+def with_html_fallback(bundle: Any, fallback: str) -> Any:
+    """A widget's ``_repr_mimebundle_`` (a dict, a (data, metadata) pair, or None) with ``text/html`` set to
+    ``fallback``, which frontends that cannot render widgets show instead."""
+    if isinstance(bundle, tuple):
+        data, *rest = bundle
+        return ({**(data or {}), "text/html": fallback}, *rest)
+    return {**(bundle or {}), "text/html": fallback}
 
 
 class _View(anywidget.AnyWidget):
@@ -63,13 +73,8 @@ class _View(anywidget.AnyWidget):
     def _html_fallback(self) -> str:
         return "<p>influence_widgets view (run the notebook to interact)</p>"
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict:
-        bundle = super()._repr_mimebundle_(**kwargs)
-        data = bundle[0] if isinstance(bundle, tuple) else bundle
-        if data is None:
-            data = {}
-        data["text/html"] = self._html_fallback()
-        return (data, bundle[1]) if isinstance(bundle, tuple) else data
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return with_html_fallback(super()._repr_mimebundle_(**kwargs), self._html_fallback())
 
 
 class RankedView(_View):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import shutil
 import time
 
@@ -13,24 +14,19 @@ import pytest
 from influence_widgets.widgets.views import STATIC
 
 SHOTS = os.environ.get("IW_SHOTS") == "1"  # save screenshots under /work/notes/shots/views for review
+# the one stand-in for an anywidget model, the static export's own (get/set/on/off/save_changes)
+STATIC_MODEL = pathlib.Path(__file__).resolve().parents[2] / "js" / "src" / "lib" / "static-model.js"
 
 HARNESS = """<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>
 <div id="ranked"></div><div id="scatter"></div>
 <script type="module">
 import ranked from "./ranked.js";
 import scatter from "./scatter.js";
+import { StaticModel as Model } from "./static-model.js";
 const spec = await (await fetch("./data.json")).json();
 const f32 = (a) => new DataView(new Float32Array(a).buffer);
 const i32 = (a) => new DataView(new Int32Array(a).buffer);
 const u8 = (a) => new DataView(new Uint8Array(a).buffer);
-class Model {
-  constructor(s) { this.s = s; this.h = {}; }
-  get(k) { return this.s[k]; }
-  set(k, v) { this.s[k] = v; (this.h["change:" + k] || []).forEach((f) => f()); }
-  save_changes() {}
-  on(e, f) { e.split(" ").forEach((k) => (this.h[k] = this.h[k] || []).push(f)); }
-  off() {}
-}
 const shared = { labels: i32(spec.labels), thumbnails: u8(spec.thumbnails), thumb_shape: [8, 8], class_names: [],
   row_text: [], selected: -1, changes: f32(spec.changes) };
 window.rankedModel = new Model({ ...shared, k: 3, test_info: { index: 0, label: 1, prediction: 1, loss: 0.2 },
@@ -63,6 +59,7 @@ def write_harness(root, n, seed=0):
     }
     for name in ("ranked.js", "scatter.js"):
         shutil.copy(STATIC / name, root / name)
+    shutil.copy(STATIC_MODEL, root / STATIC_MODEL.name)
     (root / "data.json").write_text(json.dumps(spec))
     (root / "harness.html").write_text(HARNESS)
     return spec
