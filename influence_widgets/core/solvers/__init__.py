@@ -14,7 +14,9 @@ from ..errors import InfluenceInputError
 from .auto import FirstAnswerExactSolver
 from .base import SolveDiagnostics, Solver, SolverDefaults, SolverWork
 from .cg import CGSolver
+from .ekfac import EKFACOptions, EKFACSolver
 from .exact import ExactSolver
+from .kfac import KFACOptions, KFACSolver
 from .lissa import LissaSolver
 from .options import CGOptions, ExactOptions, LissaOptions
 from .registry import REGISTRY, SolverChoice, SolverEntry, check_solver_name, choose, solver_names
@@ -61,9 +63,13 @@ __all__ = [
     "REGISTRY",
     "CGOptions",
     "CGSolver",
+    "EKFACOptions",
+    "EKFACSolver",
     "ExactOptions",
     "ExactSolver",
     "FirstAnswerExactSolver",
+    "KFACOptions",
+    "KFACSolver",
     "LissaOptions",
     "LissaSolver",
     "SolveDiagnostics",

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from ..errors import InfluenceInputError
 from .auto import FirstAnswerExactSolver
 from .cg import CGSolver
+from .ekfac import EKFACOptions, EKFACSolver
 from .exact import ExactSolver
+from .kfac import KFACOptions, KFACSolver
 from .lissa import LissaSolver
 from .options import CGOptions, ExactOptions, LissaOptions
 
@@ -31,6 +33,8 @@ REGISTRY: dict[str, SolverEntry] = {
         SolverEntry("exact", ExactSolver, ExactOptions, "the explicit Hessian, factorised once (small models)"),
         SolverEntry("cg", CGSolver, CGOptions, "block conjugate gradients, Gauss-Newton preconditioned"),
         SolverEntry("lissa", LissaSolver, LissaOptions, "LiSSA, stochastic estimation from minibatch products"),
+        SolverEntry("kfac", KFACSolver, KFACOptions, "K-FAC, Kronecker-factored Fisher per Linear/Conv2d layer"),
+        SolverEntry("ekfac", EKFACSolver, EKFACOptions, "EK-FAC, K-FAC's eigenbasis with corrected eigenvalues"),
     )
 }
 
