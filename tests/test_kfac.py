@@ -13,7 +13,7 @@ from torch.func import functional_call, jacrev, vmap
 
 from influence_widgets import InfluenceExplainer
 from influence_widgets.core.errors import InfluenceInputError
-from influence_widgets.core.solvers import EKFACOptions, KFACOptions, solver_options
+from influence_widgets.core.solvers import EKFACOptions, EKFACSolver, KFACOptions, solver_options
 from influence_widgets.data import cross_entropy_per_example, fit_lbfgs, load_digits
 
 SHIFT = dict(weight_decay=0.01, damping=0.001)
@@ -249,6 +249,8 @@ def test_bad_options_are_refused_with_the_fix():
         EKFACOptions(mc_samples=0)
     with pytest.raises(InfluenceInputError, match="chunk_size must be int"):
         KFACOptions(chunk_size="big")
+    with pytest.raises(InfluenceInputError, match="leave mc_samples=None"):
+        KFACOptions(fisher="empirical", mc_samples=3)
     with pytest.raises(InfluenceInputError, match="unknown option"):
         solver_options("ekfac", {"damping": 0.1})
     assert solver_options("kfac", {"fisher": "empirical"}) == KFACOptions(fisher="empirical")
@@ -342,3 +344,14 @@ def test_ekfac_end_to_end_on_the_digits_cnn_against_the_exact_solve():
     print({s: f"Pearson {p:.3f}, Spearman {r:.3f}" for s, (p, r) in figures.items()})
     assert figures["ekfac"][0] > 0.7 and figures["ekfac"][1] > 0.4
     assert figures["ekfac"][0] >= figures["kfac"][0] - 0.02
+
+
+def test_ekfac_reuses_kfac_factors_from_the_shared_cache(digits_mlp):
+    """An EK-FAC solver finding K-FAC's factors (same key, fisher, samples, seed) in the cache makes one pass."""
+    model, x, y, x_test, y_test = digits_mlp
+    ex = InfluenceExplainer(model, cross_entropy_per_example, x, y, solver="kfac", progress=False, **SHIFT)
+    ex.influence(x_test[:1], y_test[:1])
+    solver = EKFACSolver(cache=ex.solver.cache)
+    assert solver.work(ex.hessian, 1, len(x)).hvp_points == 10 * len(x)
+    solver.solve(ex.hessian, torch.ones(ex.n_params, 1, dtype=torch.float64))
+    assert solver.training_passes == 1

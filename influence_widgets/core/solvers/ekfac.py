@@ -16,6 +16,7 @@ K-FAC's diagonal fallback.
 
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import dataclass
 
 import torch
@@ -45,22 +46,28 @@ class EKFACSolver(KFACSolver):
     def __init__(self, options: EKFACOptions | None = None, progress: bool = False, cache=None) -> None:
         super().__init__(options or EKFACOptions(), progress=progress, cache=cache)
 
-    def _build(self, problem: _Problem, layers: list[_Layer], fallback: torch.Tensor):
+    def _kfac_key(self, problem: _Problem) -> tuple:
         opts = self.options
-        kfac_key = ("kfac factors", problem.key, opts.fisher, opts.mc_samples, opts.seed)
-        stored = self.cache.get(kfac_key)
+        return ("kfac factors", problem.key, opts.fisher, opts.mc_samples, opts.seed)
+
+    def _passes_needed(self, problem: _Problem) -> int:
+        return 1 if self._kfac_key(problem) in self.cache else 2
+
+    def _build(self, problem: _Problem, layers: list[_Layer], fallback: torch.Tensor):
+        stored = self.cache.get(self._kfac_key(problem))
         if stored is not None:
             packed, diagonal, self._negative_curvature = stored
             factors = [_LayerFactors(*entry) for entry in packed]
         else:
             factors, diagonal = self._kronecker_factors(problem, layers, fallback)
         sums = [torch.zeros(la.shape, dtype=torch.float64, device=problem.device) for la in layers]
-        for chunk in layer_chunks(self, problem, layers, "ekfac: eigenvalue correction"):
-            for i, (abar, f) in enumerate(zip(chunk.inputs, factors)):
-                rotated_a = abar @ f.q_a  # [b, T, cols]
-                for g in chunk.grads[i]:
-                    rotated = torch.einsum("bto,btc->boc", g @ f.q_g, rotated_a)
-                    sums[i] += rotated.square().sum(0)
+        with closing(layer_chunks(self, problem, layers, "ekfac: eigenvalue correction")) as chunks:
+            for chunk in chunks:
+                for i, (abar, f) in enumerate(zip(chunk.inputs, factors)):
+                    rotated_a = abar @ f.q_a  # [b, T, cols]
+                    for g in chunk.grads[i]:
+                        rotated = torch.einsum("bto,btc->boc", g @ f.q_g, rotated_a)
+                        sums[i] += rotated.square().sum(0)
         self.training_passes += 1
         n = len(problem.data)
         corrected = [_LayerFactors(f.q_a, f.lam_a, f.q_g, f.lam_g, (s / n).clamp_min(0)) for f, s in zip(factors, sums)]

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Hashable
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +76,11 @@ class KFACOptions:
             f"{cls}.mc_samples must be >= 1 (or None: the exact expectation over labels), got {self.mc_samples}",
         )
         _require(self.chunk_size >= 1, f"{cls}.chunk_size must be >= 1, got {self.chunk_size}")
+        _require(
+            self.fisher == "true" or self.mc_samples is None,
+            f"{cls}.mc_samples={self.mc_samples} samples labels for fisher='true'; fisher='empirical' uses the given "
+            "labels: leave mc_samples=None",
+        )
 
 
 # ---------------------------------------------------------------------------------------------- the operator
@@ -413,7 +419,10 @@ class KFACSolver(SolverDefaults):
         if self.holds_factors(operator):
             return SolverWork(memory_bytes=memory)
         backprops = self._backprops_per_point(problem) + (1 if fallback.numel() else 0)
-        return SolverWork(hvp_points=self.passes_per_factorisation * backprops * n_train, memory_bytes=memory)
+        return SolverWork(hvp_points=self._passes_needed(problem) * backprops * n_train, memory_bytes=memory)
+
+    def _passes_needed(self, problem: _Problem) -> int:
+        return self.passes_per_factorisation
 
     # --------------------------------------------------------------- factors
 
@@ -425,17 +434,18 @@ class KFACSolver(SolverDefaults):
         positions = [0] * len(layers)
         squares = torch.zeros(fallback.numel(), dtype=torch.float64, device=dev)
         n = len(problem.data)
-        for chunk in layer_chunks(self, problem, layers, f"{self.name}: Kronecker factors"):
-            for i, abar in enumerate(chunk.inputs):
-                flat = abar.reshape(-1, abar.shape[2])
-                a_sums[i] += flat.T @ flat
-                positions[i] = abar.shape[1]
-                for g in chunk.grads[i]:
-                    flat_g = g.reshape(-1, g.shape[2])
-                    g_sums[i] += flat_g.T @ flat_g
-            if fallback.numel():
-                rows = problem.objective.per_example_grads(chunk.x, chunk.y, None)
-                squares += rows[:, fallback].to(torch.float64).square().sum(0)
+        with closing(layer_chunks(self, problem, layers, f"{self.name}: Kronecker factors")) as chunks:
+            for chunk in chunks:
+                for i, abar in enumerate(chunk.inputs):
+                    flat = abar.reshape(-1, abar.shape[2])
+                    a_sums[i] += flat.T @ flat
+                    positions[i] = abar.shape[1]
+                    for g in chunk.grads[i]:
+                        flat_g = g.reshape(-1, g.shape[2])
+                        g_sums[i] += flat_g.T @ flat_g
+                if fallback.numel():
+                    rows = problem.objective.per_example_grads(chunk.x, chunk.y, None)
+                    squares += rows[:, fallback].to(torch.float64).square().sum(0)
         self.training_passes += 1
         factors = []
         for a_sum, g_sum, t in zip(a_sums, g_sums, positions):
