@@ -98,17 +98,22 @@ def test_factors_equal_the_gauss_newton_matrix_of_one_linear_layer_with_squared_
     torch.testing.assert_close(scores, reference, rtol=1e-10, atol=1e-12)
 
 
-def test_ekfac_eigenvalues_are_the_gauss_newton_diagonal_in_the_kronecker_basis_for_conv_and_linear():
+@pytest.mark.parametrize(
+    ("params", "shapes"), [(None, [(3, 19), (4, 28)]), (["0.weight", "3.bias"], [(3, 18), (4, 1)])]
+)
+def test_ekfac_eigenvalues_are_the_gauss_newton_diagonal_in_the_kronecker_basis_for_conv_and_linear(params, shapes):
     """EK-FAC's S[k, l] = u_kl^T GN_layer u_kl with u_kl = q_G[:, k] (x) q_A[:, l]: checks the unfolded Conv2d
-    patches, the bias column and the index map against Jacobians of the whole model."""
+    patches, the bias column (or its absence, or a bias alone) and the index map against Jacobians."""
     torch.manual_seed(1)
     model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, stride=2), nn.Tanh(), nn.Flatten(), nn.Linear(27, 4)).double()
     x = torch.randn(40, 2, 6, 6, dtype=torch.float64)
     y = torch.randint(0, 4, (40,))
-    ex = InfluenceExplainer(model, cross_entropy_per_example, x, y, solver="ekfac", progress=False, **SHIFT)
+    ex = InfluenceExplainer(
+        model, cross_entropy_per_example, x, y, solver="ekfac", params=params, progress=False, **SHIFT
+    )
     _, layers, fallback, factors, *_ = ex.solver.factors(ex.hessian)
-    assert fallback.numel() == 0 and [layer.shape for layer in layers] == [(3, 19), (4, 28)]
-    gn = gauss_newton(model, [n for n, _ in model.named_parameters()], x, "cross_entropy")
+    assert fallback.numel() == 0 and [layer.shape for layer in layers] == shapes
+    gn = gauss_newton(model, ex.objective.names, x, "cross_entropy")
     for layer, f in zip(layers, factors):
         index = layer.index.reshape(-1)
         block = gn[index][:, index]  # [W | b] row-major
@@ -355,3 +360,21 @@ def test_ekfac_reuses_kfac_factors_from_the_shared_cache(digits_mlp):
     assert solver.work(ex.hessian, 1, len(x)).hvp_points == 10 * len(x)
     solver.solve(ex.hessian, torch.ones(ex.n_params, 1, dtype=torch.float64))
     assert solver.training_passes == 1
+
+
+def test_a_layer_called_twice_is_refused_and_leaves_no_hooks():
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.shared = nn.Linear(3, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.shared(torch.tanh(self.shared(x)))
+
+    torch.manual_seed(5)
+    x = torch.randn(20, 3, dtype=torch.float64)
+    y = torch.randint(0, 3, (20,))
+    ex = InfluenceExplainer(Twice().double(), cross_entropy_per_example, x, y, solver="kfac", progress=False, **SHIFT)
+    with pytest.raises(InfluenceInputError, match="more than once per forward pass"):
+        ex.solver.solve(ex.hessian, torch.ones(ex.n_params, 1, dtype=torch.float64))
+    assert not any(m._forward_hooks for m in ex.objective.module.modules())

@@ -292,9 +292,12 @@ def layer_chunks(solver: KFACSolver, problem: _Problem, layers: list[_Layer], de
     options = solver.options
     generator = torch.Generator(device=problem.device).manual_seed(options.seed)
     captured: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    active = [False]  # the hooks record only this pass's own forward, not the caller's work between chunks
 
     def hook_for(position: int):
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            if not active[0]:
+                return
             if position in captured:
                 raise InfluenceInputError(
                     f"layer {layers[position].name!r} is called more than once per forward pass (shared weights); "
@@ -313,8 +316,12 @@ def layer_chunks(solver: KFACSolver, problem: _Problem, layers: list[_Layer], de
         for _, x, y in chunks:
             captured.clear()
             theta = objective.theta.detach().clone().requires_grad_(True)
-            with torch.enable_grad():
-                out = objective.outputs(x, theta)
+            active[0] = True
+            try:
+                with torch.enable_grad():
+                    out = objective.outputs(x, theta)
+            finally:
+                active[0] = False
             missing = [layers[i].name for i in range(len(layers)) if i not in captured]
             if missing:
                 raise InfluenceInputError(
