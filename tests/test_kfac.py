@@ -378,3 +378,26 @@ def test_a_layer_called_twice_is_refused_and_leaves_no_hooks():
     with pytest.raises(InfluenceInputError, match="more than once per forward pass"):
         ex.solver.solve(ex.hessian, torch.ones(ex.n_params, 1, dtype=torch.float64))
     assert not any(m._forward_hooks for m in ex.objective.module.modules())
+
+
+def test_a_streamed_dataset_gives_the_same_factors_as_tensors(digits_mlp):
+    """The factors stream over the training set in chunks: a Dataset read chunk by chunk (chunk_size 64, not a
+    divisor of n) gives the scores of the tensors read whole."""
+    from torch.utils.data import TensorDataset
+
+    model, x, y, x_test, y_test = digits_mlp
+    options = EKFACOptions(chunk_size=64)
+    whole = InfluenceExplainer(model, cross_entropy_per_example, x, y, solver="ekfac", progress=False, **SHIFT)
+    streamed = InfluenceExplainer(
+        model,
+        cross_entropy_per_example,
+        TensorDataset(x, y),
+        None,
+        solver="ekfac",
+        solver_options=options,
+        progress=False,
+        **SHIFT,
+    )
+    torch.testing.assert_close(
+        streamed.influence(x_test, y_test), whole.influence(x_test, y_test), rtol=1e-9, atol=1e-12
+    )
