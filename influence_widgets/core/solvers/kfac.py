@@ -19,11 +19,16 @@ Gaussian output gradients with the output Hessian as covariance (the Gaussian la
 
 H is then approximated by F + (weight_decay + damping) I and solved per layer in the Kronecker eigenbasis
 (A = Q_A diag(lambda_A) Q_A^T, G likewise): x = Q_G [(Q_G^T V Q_A) / (lambda_G lambda_A^T + shift)] Q_A^T.
-Selected parameters outside such layers (a LayerNorm, an embedding, a grouped convolution, a layer that
-is called twice) get a diagonal fallback: the mean of their per-example gradients' squares (empirical,
-given labels) plus the shift; the diagnostics say so. The factors are float64, kept in the shared cache
-by (solver, operator key, fisher, mc_samples, seed): a new test point or another damping costs one pass
-of block-diagonal solves.
+Selected parameters outside such layers (a LayerNorm, an embedding, a grouped convolution) get a diagonal
+fallback: the mean of their per-example gradients' squares (empirical, given labels) plus the shift; the
+diagnostics' warnings say so. A layer called more than once per forward pass (shared weights) is refused.
+
+Cost: one pass over the training set (EK-FAC: two), each a forward and r backward passes per point
+(r = the C outputs for the exact expectation, ``mc_samples``, or 1 for the empirical Fisher; prefer
+``mc_samples`` for models with many outputs), with r x (chunk points x positions x out) layer gradients
+held per chunk. The factors are float64 on the model's device, kept in the shared cache by (solver,
+operator key, fisher, mc_samples, seed): a new test point or another damping costs one pass of
+block-diagonal solves.
 """
 
 from __future__ import annotations
