@@ -296,8 +296,15 @@ class ShardedSums:
     def n(self) -> int:
         return self.sharded.n_train
 
+    def __len__(self) -> int:
+        return self.sharded.n_train
+
     def take(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.sharded.local.take(indices)
+
+    def chunks(self, size: int):
+        """(start, x, y) chunks read here (factorisations that stream the training set once)."""
+        return self.sharded.local.chunks(size)
 
     def hessian_sum(self, objective: Objective, vectors: torch.Tensor) -> torch.Tensor:
         return self.sharded.hessian_sum(vectors).to(vectors)

@@ -60,6 +60,7 @@ class GaussNewtonOperator:
     def __init__(self, base: TrainingHessian, products: LocalSums) -> None:
         self.base = base
         self.products = products
+        self.source = products  # where the training set is read (for factorisations such as K-FAC's)
         self.objective = base.objective
         self.damping = base.damping
         self.size, self.dtype, self.device = base.size, base.dtype, base.device

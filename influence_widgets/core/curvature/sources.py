@@ -97,6 +97,9 @@ class LocalSums:
     def n(self) -> int:
         return len(self.data)
 
+    def __len__(self) -> int:
+        return len(self.data)
+
     @property
     def read_size(self) -> int:
         """Points read at a time."""

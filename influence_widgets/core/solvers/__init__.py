@@ -15,7 +15,9 @@ from .arnoldi import ArnoldiOptions, ArnoldiSolver
 from .auto import FirstAnswerExactSolver
 from .base import SolveDiagnostics, Solver, SolverDefaults, SolverWork
 from .cg import CGSolver
+from .ekfac import EKFACOptions, EKFACSolver
 from .exact import ExactSolver
+from .kfac import KFACOptions, KFACSolver
 from .lissa import LissaSolver
 from .options import CGOptions, ExactOptions, LissaOptions
 from .registry import REGISTRY, SolverChoice, SolverEntry, check_solver_name, choose, solver_names
@@ -64,9 +66,13 @@ __all__ = [
     "ArnoldiSolver",
     "CGOptions",
     "CGSolver",
+    "EKFACOptions",
+    "EKFACSolver",
     "ExactOptions",
     "ExactSolver",
     "FirstAnswerExactSolver",
+    "KFACOptions",
+    "KFACSolver",
     "LissaOptions",
     "LissaSolver",
     "SolveDiagnostics",

@@ -13,7 +13,9 @@ from ..errors import InfluenceInputError
 from .arnoldi import ArnoldiOptions, ArnoldiSolver
 from .auto import FirstAnswerExactSolver
 from .cg import CGSolver
+from .ekfac import EKFACOptions, EKFACSolver
 from .exact import ExactSolver
+from .kfac import KFACOptions, KFACSolver
 from .lissa import LissaSolver
 from .options import CGOptions, ExactOptions, LissaOptions
 
@@ -33,6 +35,8 @@ REGISTRY: dict[str, SolverEntry] = {
         SolverEntry("cg", CGSolver, CGOptions, "block conjugate gradients, Gauss-Newton preconditioned"),
         SolverEntry("lissa", LissaSolver, LissaOptions, "LiSSA, stochastic estimation from minibatch products"),
         SolverEntry("arnoldi", ArnoldiSolver, ArnoldiOptions, "top-k eigenpairs (Lanczos), the rest as damping"),
+        SolverEntry("kfac", KFACSolver, KFACOptions, "K-FAC, Kronecker-factored Fisher per Linear/Conv2d layer"),
+        SolverEntry("ekfac", EKFACSolver, EKFACOptions, "EK-FAC, K-FAC's eigenbasis with corrected eigenvalues"),
     )
 }
 
