@@ -1,11 +1,14 @@
 """influence_widgets: which training examples made my model say that? Influence functions in the notebook."""
 
 from .core import (
+    ArnoldiOptions,
     CGOptions,
     ConvergenceWarning,
+    EKFACOptions,
     ExactOptions,
     InfluenceExplainer,
     InfluenceInputError,
+    KFACOptions,
     LBFGSRetrain,
     LissaOptions,
     LOOResult,
@@ -32,12 +35,15 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "ArnoldiOptions",
     "CGOptions",
     "ConvergenceWarning",
+    "EKFACOptions",
     "ExactOptions",
     "Explorer",
     "InfluenceExplainer",
     "InfluenceInputError",
+    "KFACOptions",
     "LBFGSRetrain",
     "LOOResult",
     "LissaOptions",

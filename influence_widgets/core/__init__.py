@@ -18,17 +18,28 @@ from .explainer import ExplainerSettings, InfluenceExplainer
 from .explainer_curvature import CurvatureReport, DampedExplainer
 from .losses import SmoothHinge
 from .retrain import LBFGSRetrain, StepsRetrain
-from .solvers import CGOptions, ExactOptions, LissaOptions, SolveDiagnostics, make_solver
+from .solvers import (
+    ArnoldiOptions,
+    CGOptions,
+    EKFACOptions,
+    ExactOptions,
+    KFACOptions,
+    LissaOptions,
+    SolveDiagnostics,
+    make_solver,
+)
 from .stationarity import StationarityReport
 from .validation import LOOResult, RetrainingError
 
 __all__ = [
+    "ArnoldiOptions",
     "CGOptions",
     "ConvergenceWarning",
     "CurvatureReport",
     "DampedExplainer",
     "DenseOperator",
     "DistributedWorkError",
+    "EKFACOptions",
     "EigenvalueEstimate",
     "ExactOptions",
     "ExplainerSettings",
@@ -37,6 +48,7 @@ __all__ = [
     "InfluenceInputError",
     "InfluenceWarning",
     "InsufficientMemoryError",
+    "KFACOptions",
     "LBFGSRetrain",
     "LOOResult",
     "LissaOptions",

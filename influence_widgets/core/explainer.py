@@ -88,11 +88,15 @@ class InfluenceExplainer(CurvatureMethods, InfluenceQuantities):
         solver: ``"auto"`` (exact up to 3000 parameters, or 5000 when the explicit Hessian is cheap, else
             CG; see ``solvers.choose``; where it picks exact for a network, its first few
             test points are answered by block CG before the explicit Hessian is built, see
-            ``solvers.auto``), ``"exact"``, ``"cg"`` (block CG, Gauss-Newton preconditioned) or ``"lissa"``.
+            ``solvers.auto``), or a registered name (``solvers.registry``): ``"exact"``, ``"cg"`` (block CG,
+            Gauss-Newton preconditioned), ``"lissa"``, and the approximations for large networks ``"arnoldi"``
+            (top-k eigenpairs), ``"kfac"`` and ``"ekfac"`` (Kronecker-factored); ``check_approximation()``
+            measures an approximation against CG on your model.
         damping: added to the Hessian's diagonal; needed when the model is not convex.
         params: which parameters count (default: all with requires_grad): names or module prefixes, a
             submodule, parameter tensors (``model.fc.parameters()``) or a dict of them.
-        solver_options: ``ExactOptions``/``CGOptions``/``LissaOptions`` or a dict of their fields.
+        solver_options: the solver's options dataclass (``ExactOptions``, ``CGOptions``, ``LissaOptions``,
+            ``ArnoldiOptions``, ``KFACOptions``, ``EKFACOptions``) or a dict of its fields.
         batch_size: training points per chunk of per-example gradients and Hessian-vector products;
             bounds the working memory to about batch_size x p values. A Dataset is read batch_size items
             at a time; from tensors, products with few vectors and output Jacobians take up to 8 x
