@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .kfac import KFACOptions, KFACSolver, _Layer, _LayerFactors, _Problem, layer_chunks
+from .kfac import KFACSolver, _LayerFactors
+from .kronecker_pass import KFACOptions, _Layer, _Problem, layer_chunks
 
 
 @dataclass(frozen=True)
