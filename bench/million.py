@@ -27,6 +27,7 @@ from influence_widgets import CGOptions, InfluenceExplainer
 from influence_widgets.core.solvers import solver_names
 from influence_widgets.data import cross_entropy_per_example, load_digits
 from influence_widgets.data.training import fit_adam, fit_lbfgs, gradient_norm
+from influence_widgets.widgets import explore
 
 WEIGHT_DECAY = 1e-3
 
@@ -98,24 +99,27 @@ def main() -> None:
         reference_explainer = explainer("cg", damping, solver_options=CGOptions(rtol=1e-6))
         reference, reference_seconds = timed(lambda: reference_explainer.influence(x_test, y_test).double().numpy())
         _, reference_click = timed(lambda: reference_explainer.influence(*clicks[0]))
-        rows.append(("cg (reference, rtol 1e-6)", reference_seconds, reference_click, 1.0, 1.0, 0))
+        rows.append(("cg (reference, rtol 1e-6)", reference_seconds, reference_click, float("nan"), 1.0, 1.0, 0))
         for name in args.solvers:
             ex = explainer(name, damping)
             values, seconds = timed(lambda ex=ex: ex.influence(x_test, y_test).double().numpy())
             click_times = [timed(lambda ex=ex, c=c: ex.influence(*c))[1] for c in clicks]
             pearson, spearman = correlations(values, reference)
             memory = sum(ex.solver.work(ex.hessian, 1, ex.n_train).memory_bytes.values())
-            rows.append((name, seconds, float(np.median(click_times)), pearson, spearman, memory))
+            shown = split.X_test[args.test + 5 : args.test + 11], split.y_test[args.test + 5 : args.test + 11]
+            explorer = explore(ex, *shown, images_train=split.images_train, images_test=split.images_test[:6])
+            show_times = [timed(lambda i=i, e=explorer: e.show(i))[1] for i in range(1, 6)]
+            row = (name, seconds, float(np.median(click_times)), float(np.median(show_times)), pearson, spearman)
+            rows.append((*row, memory))
     print(f"floor (one pass of per-example gradients): {floor:.2f} s")
-    header = f"factorisation + {args.test} test points | one more test point (median of 5)"
+    header = f"factorisation + {args.test} test points | one more test point | explorer, new point"
     print(f"| method | {header} | Pearson | Spearman | memory |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for name, seconds, click, pearson, spearman, memory in rows:
-        print(
-            f"| {name} | {seconds:.1f} s | {click:.3f} s | {pearson:.4f} | {spearman:.4f} | {memory / 2**20:.0f} MiB |"
-        )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, seconds, click, show, pearson, spearman, memory in rows:
+        figures = f"{seconds:.1f} s | {click:.3f} s | {show:.3f} s | {pearson:.4f} | {spearman:.4f}"
+        print(f"| {name} | {figures} | {memory / 2**20:.0f} MiB |")
     if args.json:
-        keys = ("method", "seconds", "click_seconds", "pearson", "spearman", "memory_bytes")
+        keys = ("method", "seconds", "click_seconds", "explorer_seconds", "pearson", "spearman", "memory_bytes")
         with open(args.json, "w") as handle:
             json.dump({"floor": floor, "damping": damping, "rows": [dict(zip(keys, r)) for r in rows]}, handle)
 
