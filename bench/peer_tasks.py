@@ -215,9 +215,9 @@ def peak_rss_mib() -> float:
 
 def _explainer(task: Task, settings: dict[str, Any]) -> Any:
     from influence_widgets import InfluenceExplainer
+    from influence_widgets.data import binary_logistic_per_example, cross_entropy_per_example
 
-    module = models_module()
-    loss = module.binary_logistic_per_example if task.spec["binary"] else module.cross_entropy_per_example
+    loss = binary_logistic_per_example if task.spec["binary"] else cross_entropy_per_example
     return InfluenceExplainer(
         task.model,
         loss,

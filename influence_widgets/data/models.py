@@ -1,23 +1,16 @@
-"""The small model zoo used by the demo, notebooks and tests, with matching per-example losses."""
+"""The small model zoo used by the demo, notebooks and tests (their per-example losses live in the core,
+``core.curvature.losses``, with their closed-form derivatives).
+
+Plain torch and nothing of this package, so that the benchmarks can load this file alone in the peers'
+environments (``bench/peer_tasks.models_module``).
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from ..core.curvature.losses import (  # defined in the core, with their closed-form derivatives
-    binary_logistic_per_example,
-    cross_entropy_per_example,
-    squared_error_per_example,
-)
-
-__all__ = [
-    "LogisticRegression",
-    "SmallCNN",
-    "binary_logistic_per_example",
-    "cross_entropy_per_example",
-    "squared_error_per_example",
-]
+__all__ = ["LogisticRegression", "SmallCNN"]
 
 
 class LogisticRegression(nn.Module):

@@ -8,9 +8,10 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..core.curvature.losses import cross_entropy_per_example
 from ..core.errors import InfluenceInputError
 from .datasets import Split, load_digits
-from .models import LogisticRegression, SmallCNN, cross_entropy_per_example
+from .models import LogisticRegression, SmallCNN
 from .training import LossFn, fit_adam, fit_lbfgs, fit_to_minimum, gradient_norm
 
 ModelKind = Literal["logreg", "cnn"]
