@@ -42,6 +42,7 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(torch|np|numpy|nn|pathlib|collections|typing|ipywidgets|anywidget|traitlets)(\..*)?"),
     (r"py:.*", r"(Any|Callable|Iterator|Iterable|Sequence|Literal|Path|Tensor|Figure|Client|Dataset|Module)"),
     (r"py:class", r"influence_widgets\..*\._\w+"),  # private bases
+    (r"py:class", r"influence_widgets\.core\.explainer_\w+\.\w+"),  # the explainer's parts: documented as its methods
     (r"py:class", r"(.* .*|flattened)"),  # prose in a field's type slot, not a name
 ]
 autodoc_typehints = "none"  # shapes and units are in the docstrings; hints name classes of other libraries
