@@ -20,10 +20,10 @@ import warnings
 
 import numpy as np
 import torch
-from scipy import stats
 from torch import nn
 
 from influence_widgets import CGOptions, InfluenceExplainer
+from influence_widgets.core import statistics
 from influence_widgets.core.solvers import solver_names
 from influence_widgets.data import cross_entropy_per_example, load_digits
 from influence_widgets.data.training import fit_adam, fit_lbfgs, gradient_norm
@@ -48,8 +48,8 @@ def train(seed: int):
 
 
 def correlations(estimate: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
-    pearson = [np.corrcoef(a, r)[0, 1] for a, r in zip(estimate, reference)]
-    spearman = [stats.spearmanr(a, r).statistic for a, r in zip(estimate, reference)]
+    pearson = [statistics.pearson(a, r) for a, r in zip(estimate, reference)]
+    spearman = [statistics.spearman(a, r) for a, r in zip(estimate, reference)]
     return float(np.mean(pearson)), float(np.mean(spearman))
 
 

@@ -9,10 +9,8 @@ asked for it first.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from typing import Any
 
 import torch
@@ -31,71 +29,27 @@ def tensor_digest(tensor: torch.Tensor) -> tuple[Any, ...]:
     return tuple(tensor.shape), str(tensor.dtype), version, hashlib.blake2b(raw, digest_size=16).digest()
 
 
-def _nbytes(value: Any) -> int:
-    if isinstance(value, torch.Tensor):
-        return value.numel() * value.element_size()
-    if isinstance(value, (tuple, list)):
-        return sum(_nbytes(v) for v in value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return sum(_nbytes(getattr(value, f.name)) for f in dataclasses.fields(value))
-    return 0
-
-
 class KeyedCache:
-    """A map from content keys to tensors (or tuples of them); with ``max_bytes``, the least recently used
-    entries are evicted beyond that many bytes (by default nothing is: an explainer keeps what it computed
-    until ``clear_cache()``, as it always has)."""
+    """A map from content keys to what was computed for them; an explainer keeps what it computed until
+    ``clear_cache()``, as it always has (nothing is evicted)."""
 
-    def __init__(self, max_bytes: int | None = None) -> None:
-        self.max_bytes = max_bytes
-        self._entries: OrderedDict[Hashable, Any] = OrderedDict()
-        self._sizes: dict[Hashable, int] = {}
-        self.nbytes = 0
+    def __init__(self) -> None:
+        self._entries: dict[Hashable, Any] = {}
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._entries
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
     def get(self, key: Hashable) -> Any:
-        """The value stored under ``key`` (marked as recently used), or None."""
-        if key not in self._entries:
-            return None
-        self._entries.move_to_end(key)
-        return self._entries[key]
+        """The value stored under ``key``, or None."""
+        return self._entries.get(key)
 
     def put(self, key: Hashable, value: Any) -> Any:
-        """Store ``value`` under ``key``, evicting the least recently used entries beyond ``max_bytes``."""
-        self._drop(key)
+        """Store ``value`` under ``key``; returns it."""
         self._entries[key] = value
-        self._sizes[key] = _nbytes(value)
-        self.nbytes += self._sizes[key]
-        while self.max_bytes is not None and len(self._entries) > 1 and self.nbytes > self.max_bytes:
-            self._drop(next(iter(self._entries)))
         return value
-
-    def _drop(self, key: Hashable) -> None:
-        if key in self._entries:
-            del self._entries[key]
-            self.nbytes -= self._sizes.pop(key)
-
-    def get_or_build(self, key: Hashable, build: Callable[[], Any]) -> Any:
-        """The value under ``key``, built (and stored) on a miss."""
-        value = self.get(key)
-        return self.put(key, build()) if value is None else value
-
-    def discard(self, predicate: Callable[[Hashable], bool]) -> int:
-        """Drop the entries whose key satisfies ``predicate``; returns how many were dropped."""
-        doomed = [key for key in self._entries if predicate(key)]
-        for key in doomed:
-            self._drop(key)
-        return len(doomed)
 
     def clear(self) -> None:
         self._entries.clear()
-        self._sizes.clear()
-        self.nbytes = 0
 
 
 def objective_key(module: torch.nn.Module, names: list[str], loss_fn: Any, output: Any) -> tuple[Any, ...]:

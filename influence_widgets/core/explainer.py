@@ -222,7 +222,7 @@ class InfluenceExplainer(CurvatureMethods, InfluenceQuantities):
         if settings.curvature == "gauss_newton":
             self.hessian = GaussNewtonOperator(self.hessian, self.hessian.source)
         choice = choose(settings.solver, self.n_params, self.hessian.curved_count)
-        self.solver_name, self.solver_choice = choice.name, choice.reason
+        self.solver_name = choice.name
         self.solver = make_solver(
             choice.name, settings.solver_options, self.progress, cache=self._cache, solver_cls=choice.solver
         )

@@ -58,7 +58,7 @@ class SolveMethods(GradientMethods):
         if client is not None and not self.solver.holds_explicit_hessian(self.hessian):
             operator = self.distribute(client).hessian  # the same H (the same key), its products on the cluster
             if isinstance(self.hessian, GaussNewtonOperator):  # its explicit form from the cluster, products here
-                operator = GaussNewtonOperator(operator, self.hessian.products)
+                operator = GaussNewtonOperator(operator, self.hessian.source)
         solution, diagnostics = self.solver.solve(operator, vectors.to(self.objective.device, self.objective.dtype))
         self.diagnostics.append(diagnostics)
         return solution

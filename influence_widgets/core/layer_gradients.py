@@ -57,10 +57,6 @@ class LayerFactors:
             total = part if total is None else total + part
         return total
 
-    @property
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (*self.inputs, *self.deltas))
-
 
 def selected_linear_layers(objective: Objective) -> tuple[LinearSlice, ...] | None:
     """The selected parameters as whole ``nn.Linear`` layers (weight, and bias if selected), or None."""

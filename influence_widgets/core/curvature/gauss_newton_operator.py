@@ -48,7 +48,7 @@ def gauss_newton_sum_matvec(
 class GaussNewtonOperator:
     """The Gauss-Newton matrix over the same training set, weight decay and damping as ``base``.
 
-    Products are summed over ``products`` (this process's chunks of the training set; with a Dask
+    Products are summed over ``products``, its ``source`` (this process's chunks of the training set; with a Dask
     ``base`` they still run here), its explicit form is one product of per-example Jacobians from
     ``base.gauss_newton`` (on the cluster where ``base`` has one), so the exact solver needs no
     Hessian-vector products; CG's Gauss-Newton preconditioner is ``base``'s.
@@ -59,8 +59,7 @@ class GaussNewtonOperator:
 
     def __init__(self, base: TrainingHessian, products: LocalSums) -> None:
         self.base = base
-        self.products = products
-        self.source = products  # where the training set is read (for factorisations such as K-FAC's)
+        self.source = products  # where the training set is read (products here, and factorisations such as K-FAC's)
         self.objective = base.objective
         self.damping = base.damping
         self.size, self.dtype, self.device = base.size, base.dtype, base.device
@@ -76,18 +75,18 @@ class GaussNewtonOperator:
         return self.base.shift
 
     def matvec(self, vectors: torch.Tensor) -> torch.Tensor:
-        return self.products.total_sum(self._product, vectors) / self.products.n + self.shift * vectors
+        return self.source.total_sum(self._product, vectors) / self.source.n + self.shift * vectors
 
     def sample_matvec(self, vectors: torch.Tensor, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-        n = self.products.n
+        n = self.source.n
         if batch_size >= n:
             return self.matvec(vectors)
-        x, y = self.products.take(torch.randperm(n, generator=generator)[:batch_size])
-        return self.products.batch_sum(self._product, x, y, vectors) / batch_size + self.shift * vectors
+        x, y = self.source.take(torch.randperm(n, generator=generator)[:batch_size])
+        return self.source.batch_sum(self._product, x, y, vectors) / batch_size + self.shift * vectors
 
     def dense(self, block: int = 128) -> torch.Tensor:
         """The explicit G in float64: one pass of per-example Jacobians (``block`` is not needed)."""
-        matrix = self.base.gauss_newton().to(torch.float64) / self.products.n
+        matrix = self.base.gauss_newton().to(torch.float64) / self.source.n
         matrix = (matrix + matrix.T) / 2
         matrix.diagonal().add_(self.shift)
         return matrix

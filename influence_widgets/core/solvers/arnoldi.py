@@ -129,15 +129,13 @@ class ArnoldiSolver(SolverDefaults):
         self.options = options or ArnoldiOptions()
         self.progress = progress
         self.cache = KeyedCache() if cache is None else cache
-        self._own: dict[int, Eigenpairs] = {}  # for operators without a key: by identity, this solver only
 
     def _cache_key(self, operator: HessianOperator) -> tuple:
         steps = self.options.steps(operator.size)
-        return ("arnoldi eigenpairs", operator.key, self.options.rank, steps, self.options.seed)
+        key = operator.key if operator.key is not None else ("operator", id(operator))  # a plain matrix
+        return ("arnoldi eigenpairs", key, self.options.rank, steps, self.options.seed)
 
     def _cached(self, operator: HessianOperator) -> Eigenpairs | None:
-        if operator.key is None:
-            return self._own.get(id(operator))
         return self.cache.get(self._cache_key(operator))
 
     def eigenpairs(self, operator: HessianOperator) -> Eigenpairs:
@@ -146,10 +144,7 @@ class ArnoldiSolver(SolverDefaults):
         if found is None:
             opts = self.options
             found = top_eigenpairs(operator, opts.rank, opts.steps(operator.size), opts.seed, self.progress)
-            if operator.key is None:
-                self._own[id(operator)] = found
-            else:
-                self.cache.put(self._cache_key(operator), found)
+            self.cache.put(self._cache_key(operator), found)
         return found
 
     def work(self, operator: HessianOperator, n_rhs: int, n_train: int) -> SolverWork:

@@ -59,11 +59,10 @@ def check_solver_name(name: object) -> str:
 
 @dataclass(frozen=True)
 class SolverChoice:
-    """The solver a setting resolves to: its registered name, the class that runs it, and why (for ``auto``)."""
+    """The solver a setting resolves to: its registered name and the class that runs it."""
 
     name: str
     solver: type
-    reason: str | None = None
 
 
 def choose(requested: str, n_params: int, n_curved: Callable[[], int]) -> SolverChoice:
@@ -79,15 +78,6 @@ def choose(requested: str, n_params: int, n_curved: Callable[[], int]) -> Solver
     if n_params <= AUTO_EXACT_MAX_PARAMS or (
         n_params <= AUTO_EXACT_AFFINE_MAX_PARAMS and n_curved() <= AUTO_EXACT_MAX_CURVED
     ):
-        curved = n_curved()
-        if curved > AUTO_EXACT_MAX_CURVED:
-            return SolverChoice(
-                "exact",
-                FirstAnswerExactSolver,
-                f"auto: exact ({n_params} parameters <= {AUTO_EXACT_MAX_PARAMS}); {curved} of them outside the "
-                "affine last layer, so the first test points are answered by block CG while that is cheaper",
-            )
-        return SolverChoice(
-            "exact", ExactSolver, f"auto: exact ({n_params} parameters, {curved} outside the affine group)"
-        )
-    return SolverChoice("cg", CGSolver, f"auto: cg ({n_params} parameters: too many for an explicit Hessian)")
+        first_by_cg = n_curved() > AUTO_EXACT_MAX_CURVED
+        return SolverChoice("exact", FirstAnswerExactSolver if first_by_cg else ExactSolver)
+    return SolverChoice("cg", CGSolver)
