@@ -31,6 +31,20 @@ class EKFACOptions(KFACOptions):
     uses the same Fisher (true or empirical) as the factors."""
 
 
+def _rotated_second_moments(rotated_a: torch.Tensor, rotated_g: list[torch.Tensor]) -> torch.Tensor:
+    """sum_i sum_r (sum_t g_irt a_it^T)^2 [out, cols] for inputs [b, T, cols] and gradients [r][b, T, out], both
+    already in the eigenbasis. With one position (a Linear layer on [b, in]) the square of an outer product is
+    the outer product of the squares, so the sum is one product [out, b] @ [b, cols] instead of b outer
+    products; with several (Conv2d) each point's gradient matrix is formed."""
+    if rotated_a.shape[1] == 1:
+        g_squares = sum(g[:, 0].square() for g in rotated_g)  # [b, out], summed over r
+        return g_squares.T @ rotated_a[:, 0].square()
+    total = torch.zeros(rotated_g[0].shape[2], rotated_a.shape[2], dtype=rotated_a.dtype, device=rotated_a.device)
+    for g in rotated_g:
+        total += torch.bmm(g.transpose(1, 2), rotated_a).square().sum(0)
+    return total
+
+
 class EKFACSolver(KFACSolver):
     """x ~ H^-1 b with H ~ blockdiag_layers((Q_G (x) Q_A) diag(S) (Q_G (x) Q_A)^T) + diag(fallback)
     + (weight_decay + damping) I (EK-FAC).
@@ -65,10 +79,7 @@ class EKFACSolver(KFACSolver):
         with closing(layer_chunks(self, problem, layers, "ekfac: eigenvalue correction")) as chunks:
             for chunk in chunks:
                 for i, (abar, f) in enumerate(zip(chunk.inputs, factors)):
-                    rotated_a = abar @ f.q_a  # [b, T, cols]
-                    for g in chunk.grads[i]:
-                        rotated = torch.einsum("bto,btc->boc", g @ f.q_g, rotated_a)
-                        sums[i] += rotated.square().sum(0)
+                    sums[i] += _rotated_second_moments(abar @ f.q_a, [g @ f.q_g for g in chunk.grads[i]])
         self.training_passes += 1
         n = len(problem.data)
         corrected = [_LayerFactors(f.q_a, f.lam_a, f.q_g, f.lam_g, (s / n).clamp_min(0)) for f, s in zip(factors, sums)]
