@@ -45,6 +45,7 @@ from .inputs import (
 )
 from .predictions import predicted_classes
 from .solvers import SolveDiagnostics, choose, make_solver
+from .solvers.kronecker_pass import factored_share
 from .threads import budget_public_methods
 from .training_data import StreamedData, TrainingData
 from .validation import LOOResult, validate_loo
@@ -221,8 +222,15 @@ class InfluenceExplainer(CurvatureMethods, InfluenceQuantities):
         )
         if settings.curvature == "gauss_newton":
             self.hessian = GaussNewtonOperator(self.hessian, self.hessian.source)
-        choice = choose(settings.solver, self.n_params, self.hessian.curved_count)
+        choice = choose(
+            settings.solver,
+            self.n_params,
+            self.hessian.curved_count,
+            n_train=self.n_train,
+            factored_share=lambda: factored_share(self.objective),
+        )
         self.solver_name = choice.name
+        self.solver_reason = choice.reason  # why "auto" chose it (None when the solver was named)
         self.solver = make_solver(
             choice.name, settings.solver_options, self.progress, cache=self._cache, solver_cls=choice.solver
         )

@@ -26,6 +26,7 @@ class SolveMethods(GradientMethods):
     hessian: TrainingHessian | GaussNewtonOperator
     solver: Solver
     diagnostics: list[SolveDiagnostics]
+    solver_reason: str | None
 
     _sharded: dict[str, ShardedTraining]
     weight_decay: float
@@ -60,6 +61,8 @@ class SolveMethods(GradientMethods):
             if isinstance(self.hessian, GaussNewtonOperator):  # its explicit form from the cluster, products here
                 operator = GaussNewtonOperator(operator, self.hessian.source)
         solution, diagnostics = self.solver.solve(operator, vectors.to(self.objective.device, self.objective.dtype))
+        if self.solver_reason is not None:
+            diagnostics.note = "; ".join(filter(None, (self.solver_reason, diagnostics.note)))
         self.diagnostics.append(diagnostics)
         return solution
 

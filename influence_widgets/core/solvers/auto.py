@@ -57,7 +57,7 @@ class FirstAnswerExactSolver(ExactSolver):
                 self.answered_by_cg += m
                 left = CG_TEST_POINTS - self.answered_by_cg
                 diagnostics.note = (
-                    f"auto: answered by block CG (faster than building the explicit Hessian for a first answer); "
+                    f"the first answers by block CG (faster than building the explicit Hessian for a first answer); "
                     f"{left} more test point(s) by CG, then the explicit Hessian is built once and every later "
                     "one is a triangular solve"
                 )
@@ -65,7 +65,7 @@ class FirstAnswerExactSolver(ExactSolver):
         x, diagnostics = super().solve(operator, rhs)
         if self.answered_by_cg:
             diagnostics.note = (
-                f"auto: exact, the explicit Hessian built after {self.answered_by_cg} test point(s) answered by "
+                f"the explicit Hessian built after {self.answered_by_cg} test point(s) answered by "
                 "block CG; every later test point is a triangular solve"
             )
         return x, diagnostics

@@ -20,7 +20,8 @@ class SolveDiagnostics:
     estimate_norms: LiSSA's ||h_j / scale|| per recorded step, averaged over columns.
     preconditioner: what preconditioned CG (``"gauss-newton"``), if anything.
     reused_directions: Krylov directions of earlier solves that this block CG solve started from.
-    note: how ``solver="auto"`` chose the path that answered, in plain words (None if it did not choose).
+    note: in plain words, why ``solver="auto"`` chose this solver and path, and what an approximate solver
+        approximated (None if neither).
     """
 
     solver: str

@@ -161,6 +161,12 @@ def find_layers(objective: Any) -> tuple[list[_Layer], torch.Tensor, list[str]]:
     return layers, torch.nonzero(~covered).reshape(-1), reasons
 
 
+def factored_share(objective: Any) -> float:
+    """The share of the selected parameters that lie in Linear/Conv2d layers K-FAC and EK-FAC can factor."""
+    layers, _, _ = find_layers(objective)
+    return sum(layer.index.numel() for layer in layers) / max(1, objective.size)
+
+
 def _inputs_and_grads(layer: _Layer, a: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """abar [b, T, cols] (inputs, unfolded for Conv2d, with the 1 for the bias) and g [b, T, out]."""
     module, b = layer.module, a.shape[0]
