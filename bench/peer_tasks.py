@@ -2,7 +2,7 @@
 
 The orchestrator saves each task (model state_dict, tensors, settings) to a folder and starts this
 script once per method, with the Python of the virtual environment that holds the method's package
-(this project's, pyDVL's or Captum's), so that every method gets a fresh process and its own peak
+(this project's, pyDVL's, Captum's or Kronfluence's), so that every method gets a fresh process and its own peak
 memory (``ru_maxrss``). Only ``torch`` is imported at the top; the package under test is imported
 inside the method that needs it. The model classes come from ``influence_widgets/data/models.py``,
 loaded by path so that the peers' environments need not install this project.
@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import functools
 import importlib.util
+import itertools
 import json
 import os
 import resource
@@ -104,11 +105,21 @@ class Task:
         return self.per_example(outputs, targets).mean()
 
 
+def tanh_mlp(widths: list[int]) -> nn.Sequential:
+    """Linear layers of the given widths with tanh between them (``bench/million.py``'s 64-1000-1000-10)."""
+    layers: list[nn.Module] = []
+    for k, (a, b) in enumerate(itertools.pairwise(widths)):
+        layers += [nn.Linear(a, b)] + ([nn.Tanh()] if k < len(widths) - 2 else [])
+    return nn.Sequential(*layers)
+
+
 def build_model(spec: dict[str, Any]) -> nn.Module:
     """The architecture named in the task, in the task's dtype, with the saved weights."""
+    dtype = getattr(torch, spec["dtype"])
+    if spec["model_class"] == "TanhMLP":
+        return tanh_mlp(**spec["model_kwargs"]).to(dtype)
     module = models_module()
-    model = getattr(module, spec["model_class"])(**spec["model_kwargs"]).to(getattr(torch, spec["dtype"]))
-    return model
+    return getattr(module, spec["model_class"])(**spec["model_kwargs"]).to(dtype)
 
 
 def load_task(folder: Path) -> Task:
@@ -267,17 +278,29 @@ def run_pydvl(task: Task, x: torch.Tensor, y: torch.Tensor, settings: dict[str, 
     """pyDVL 0.10 ``<Class>(model, loss, regularization=wd + damping, ...).fit(loader).influences``.
 
     pyDVL's Hessian is that of its (mean) loss, plus ``regularization`` I; its score is
-    +g_test^T H^-1 g_train (no minus sign, no 1/n).
+    +g_test^T H^-1 g_train (no minus sign, no 1/n). ``EkfacInfluence`` takes no loss (cross-entropy, its
+    own Fisher of the mean loss) and ``hessian_regularization`` instead. ``train_chunk``: score that many
+    training points per ``influences`` call (pyDVL holds all their gradients at once; 1.08 M parameters x
+    1,347 points would be 5.8 GB).
     """
     import pydvl.influence.torch as pydvl_torch
     from torch.utils.data import DataLoader, TensorDataset
 
     settings = dict(settings)
-    cls = getattr(pydvl_torch, settings.pop("class"))
+    name = settings.pop("class")
+    cls = getattr(pydvl_torch, name)
     batch = settings.pop("loader_batch", even_batch(task.n))
+    chunk = settings.pop("train_chunk", task.n)
     loader = DataLoader(TensorDataset(task.x_train, task.y_train), batch_size=batch)
-    model = cls(task.model, task.mean_loss, regularization=task.shift, **settings).fit(loader)
-    return model.influences(x, y, task.x_train, task.y_train), model
+    if name == "EkfacInfluence":
+        model = cls(task.model, hessian_regularization=task.shift, **settings).fit(loader)
+    else:
+        model = cls(task.model, task.mean_loss, regularization=task.shift, **settings).fit(loader)
+    pieces = [
+        model.influences(x, y, task.x_train[i : i + chunk], task.y_train[i : i + chunk])
+        for i in range(0, task.n, chunk)
+    ]
+    return torch.cat(pieces, dim=1), model
 
 
 # ---------------------------------------------------------------- Captum
@@ -317,7 +340,24 @@ def run_captum(task: Task, x: torch.Tensor, y: torch.Tensor, settings: dict[str,
     return model.influence((x, y)), model
 
 
-METHODS: dict[str, Method] = {"ours": run_ours, "pydvl": run_pydvl, "captum": run_captum}
+# ---------------------------------------------------------------- Kronfluence
+
+
+def run_kronfluence(task: Task, x: torch.Tensor, y: torch.Tensor, settings: dict[str, Any]) -> Fitted:
+    """Kronfluence ``Analyzer.fit_all_factors`` + ``compute_pairwise_scores`` (``bench/peer_kronfluence.py``):
+    +g_test^T (F + damping_factor I)^-1 g_train with F the Fisher of the mean loss, damping_factor = wd + damping."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from peer_kronfluence import run
+
+    return run(task, x, y, settings)
+
+
+METHODS: dict[str, Method] = {
+    "ours": run_ours,
+    "pydvl": run_pydvl,
+    "captum": run_captum,
+    "kronfluence": run_kronfluence,
+}
 
 
 # ---------------------------------------------------------------- one run
@@ -328,7 +368,7 @@ def versions() -> dict[str, str]:
     from importlib import metadata
 
     found = {"python": sys.version.split()[0], "torch": torch.__version__}
-    for package in ("numpy", "pyDVL", "captum", "influence_widgets"):
+    for package in ("numpy", "pyDVL", "captum", "kronfluence", "influence_widgets"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             found[package] = metadata.version(package)
     return found
@@ -364,12 +404,16 @@ def measure(
     repeats: int,
     budget: float,
     save: Callable[[dict], None],
+    once: bool = False,
 ) -> dict[str, Any]:
     """The floor, memory after it, an untimed warm-up, times for 1 and ``n_test`` test points, peak memory.
 
     ``save`` gets the record after each step, so that a run stopped for time still tells what it did.
+    ``once``: only the warm-up and one timed run for ``n_test`` points (``measure_once``).
     """
     method = METHODS[family]
+    if once:
+        return measure_once(task, method, settings, n_test)
     record: dict[str, Any] = {"floor_seconds": floor_seconds(task), "rss_baseline_mib": peak_rss_mib()}
     warm_up(task, method, settings)
     x, y = task.x_test[:n_test], task.y_test[:n_test]
@@ -390,15 +434,34 @@ def measure(
     return record
 
 
+def measure_once(task: Task, method: Method, settings: dict[str, Any], n_test: int) -> dict[str, Any]:
+    """For slow methods (``bench/factored.py``): an untimed warm-up, then one fresh run for ``n_test`` test
+    points (factorisation + scores, ``seconds_m``); no floor and no 1-point timing."""
+    record: dict[str, Any] = {"rss_baseline_mib": peak_rss_mib()}
+    warm_up(task, method, settings)
+    x, y = task.x_test[:n_test], task.y_test[:n_test]
+    try:
+        start = time.perf_counter()
+        scores, _ = method(task, x, y, settings)
+        record["seconds_m"] = time.perf_counter() - start
+        record["scores"] = scores.detach().double().cpu()
+    except Exception as error:  # a peer failing on a task is a result, not a crash
+        record["error"] = f"{type(error).__name__}: {error}".strip()[:500]
+        record["traceback"] = traceback.format_exc()[-3000:]
+    record["rss_peak_mib"] = peak_rss_mib()
+    return record
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task-dir", type=Path, required=True)
-    parser.add_argument("--method", required=True, help="a key of METHODS: ours, pydvl or captum")
+    parser.add_argument("--method", required=True, help="a key of METHODS: ours, pydvl, captum or kronfluence")
     parser.add_argument("--settings", default="{}", help="JSON keyword arguments for the method")
     parser.add_argument("--n-test", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--budget", type=float, default=2.0, help="seconds that further timed runs may take")
     parser.add_argument("--reference", action="store_true", help="compute the exact float64 reference instead")
+    parser.add_argument("--once", action="store_true", help="one timed run for --n-test points, no floor")
     parser.add_argument("--out-dir", type=Path, required=True)
     args = parser.parse_args()
     threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
@@ -415,7 +478,8 @@ def main() -> None:
         task.x_test, task.y_test = task.x_test[: args.n_test], task.y_test[: args.n_test]
         record = exact_reference(task)
     else:
-        record = measure(task, args.method, json.loads(args.settings), args.n_test, args.repeats, args.budget, save)
+        settings = json.loads(args.settings)
+        record = measure(task, args.method, settings, args.n_test, args.repeats, args.budget, save, args.once)
     if "scores" in record:
         import numpy as np
 

@@ -69,10 +69,11 @@ class Peer:
     name: str
     requirements: tuple[str, ...]
     alignment: str
+    no_deps: tuple[str, ...] = ()  # installed with --no-deps first (Kronfluence: its torchvision is never imported)
 
     def factor(self, n_train: int) -> float:
         """Multiply the peer's raw scores by this to get I_up,loss = -g_test^T H^-1 g_train."""
-        return {"ours": 1.0, "pydvl": -1.0, "captum": -float(n_train)}[self.family]
+        return {"ours": 1.0, "pydvl": -1.0, "captum": -float(n_train), "kronfluence": -1.0}[self.family]
 
 
 PEERS = {
@@ -88,6 +89,16 @@ PEERS = {
         "Captum",
         ("captum",),
         "x -n: Captum returns +g_test^T (nH)^-1 g_train (Hessian of the summed loss, `hessian_reg` = n (wd + damping))",
+    ),
+    "kronfluence": Peer(
+        "kronfluence",
+        "Kronfluence",
+        ("accelerate", "einops", "einconv", "opt_einsum", "safetensors", "tqdm", "numpy"),
+        "x -1: Kronfluence returns +g_test^T (F + `damping_factor` I)^-1 g_train, F its K-FAC/EK-FAC Fisher of the "
+        "mean loss (factors divided by the number of examples), no weight decay term, so `damping_factor` = "
+        "wd + damping; checked exact (relative error ~1e-15) against a dense solve on one nn.Linear with squared "
+        "loss, where K-FAC is exact (`bench/peer_kronfluence.py --check`)",
+        ("kronfluence==1.0.1",),
     ),
 }
 
@@ -225,7 +236,7 @@ def ensure_venv(peer: Peer, force: bool) -> str | None:
     """Create ``bench/.venvs/<family>`` if missing (or ``force``); None when ready, else why it is not."""
     folder = VENVS / peer.family
     marker = folder / "requirements.txt"
-    wanted = "\n".join((TORCH_PIN, *peer.requirements))
+    wanted = "\n".join((TORCH_PIN, *peer.requirements, *(f"--no-deps {r}" for r in peer.no_deps)))
     if not force and marker.exists() and marker.read_text() == wanted and venv_python(peer.family).exists():
         return None
     if folder.exists():
@@ -234,6 +245,7 @@ def ensure_venv(peer: Peer, force: bool) -> str | None:
     steps = [
         [sys.executable, "-m", "venv", str(folder)],
         [python, "-m", "pip", "install", "-q", TORCH_PIN],  # first, so that no requirement pulls a CUDA build
+        *([[python, "-m", "pip", "install", "-q", "--no-deps", *peer.no_deps]] if peer.no_deps else []),
         [python, "-m", "pip", "install", "-q", *peer.requirements, TORCH_PIN],
     ]
     for step in steps:
@@ -342,6 +354,7 @@ def run_worker(
     reference: bool = False,
     timeout: float,
     tag: str = "reference",
+    once: bool = False,
 ) -> dict[str, Any]:
     """Start ``peer_tasks.py`` with ``python``; its result.json, or an error record."""
     out = folder / f"out_{tag}"
@@ -350,6 +363,7 @@ def run_worker(
     command += ["--settings", json.dumps(settings), "--n-test", str(n_test), "--repeats", str(repeats)]
     command += ["--budget", str(budget)]
     command += ["--out-dir", str(out)] + (["--reference"] if reference else [])
+    command += ["--once"] if once else []  # one timed run, no floor (bench/factored.py)
     env = {**os.environ, **{k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}}
     env["PYTHONWARNINGS"] = "ignore"
     try:
@@ -506,7 +520,7 @@ def versions(environments: dict[str, tuple[str | None, str | None]]) -> str:
     for family, (python, _) in environments.items():
         if python is None:
             continue
-        name = {"ours": "influence_widgets", "pydvl": "pyDVL", "captum": "captum"}[family]
+        name = {"ours": "influence_widgets", "pydvl": "pyDVL", "captum": "captum", "kronfluence": "kronfluence"}[family]
         script = f"from importlib.metadata import version; print(version({name!r}), version('numpy'))"
         done = subprocess.run([python, "-c", script], capture_output=True, text=True)
         if done.returncode == 0:
