@@ -1,8 +1,9 @@
 """The factored solvers (K-FAC, EK-FAC, Arnoldi) side by side with Kronfluence and pyDVL, in one run.
 
-Two tasks, every method in a process of its own (``bench/peer_tasks.py --once``: an untimed warm-up on 16
-training points, then one fresh run: factorisation + the test points against every training point), each
-peer in its own virtual environment under ``bench/.venvs/`` (``bench/peers.py`` creates them):
+Two tasks, every method in a process of its own (``bench/peer_tasks.py --once``: untimed, the package's
+import and per-example gradients of 16 points; then one fresh run: factorisation + the test points against
+every training point), each peer in its own virtual environment under ``bench/.venvs/`` (``bench/peers.py``
+creates them):
 
 * the tanh MLP 64-1000-1000-10 (1.08 M parameters, float32) on the digits, trained and damped as in
   ``bench/million.py`` (weight decay 1e-3, damping max(0.07, the curvature check's suggestion)); the
@@ -19,7 +20,8 @@ Every method solves the same damped system H = F or Hessian of the mean loss + (
 ``Peer.factor`` (``bench/peers.py``) before any comparison; the fitted least-squares factor checks it.
 
     python bench/factored.py              # both tasks: bench/results/factored.{md,json}
-    python bench/factored.py --quick      # smoke run: MLP 64-100-100-10, 3 test points, LOO on 8 points
+    python bench/factored.py --quick      # smoke: MLP 64-100-100-10, ours kfac, Kronfluence EK-FAC, pyDVL EK-FAC,
+                                          # 3 test points, LOO on 3 points (L-BFGS capped at 100 iterations)
     python bench/factored.py --check      # Kronfluence and ours against a dense solve where K-FAC is exact
     python bench/factored.py --only ours Kronfluence --tasks mlp
 """
@@ -42,6 +44,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from factored_report import write
 from peer_kronfluence import linear_problem
 from peer_tasks import tanh_mlp
 from peers import BENCH, PEERS, VENVS, damping_for, ensure_venv, meta, run_worker, train_cnn, venv_python
@@ -55,6 +58,7 @@ MLP_WEIGHT_DECAY = 1e-3  # bench/million.py
 MLP_MIN_DAMPING = 0.07
 CNN_WEIGHT_DECAY = 0.01  # bench/peers.py
 LOO_RETRAIN = LBFGSRetrain(max_iter=500, tolerance=1e-9)  # bench/loo.py's CNN setting
+LOO_RETRAIN_QUICK = LBFGSRetrain(max_iter=100, tolerance=1e-9)
 
 
 @dataclass(frozen=True)
@@ -65,10 +69,11 @@ class Run:
     family: str
     settings: dict[str, Any]
     describe: str
+    quick: bool = False
 
 
 RUNS = [
-    Run("ours kfac", "ours", {"solver": "kfac"}, "solver='kfac': true Fisher, exact expectation over labels"),
+    Run("ours kfac", "ours", {"solver": "kfac"}, "solver='kfac': true Fisher, exact expectation over labels", True),
     Run("ours ekfac", "ours", {"solver": "ekfac"}, "solver='ekfac': eigenvalue-corrected, exact expectation"),
     Run("ours arnoldi", "ours", {"solver": "arnoldi"}, "solver='arnoldi': rank 64 (default), complement 1/shift"),
     Run(
@@ -76,6 +81,7 @@ RUNS = [
         "kronfluence",
         {"strategy": "ekfac"},
         "strategy='ekfac', defaults: true Fisher from 1 sampled label per point, float32, batches of 256",
+        True,
     ),
     Run(
         "Kronfluence K-FAC",
@@ -88,6 +94,7 @@ RUNS = [
         "pydvl",
         {"class": "EkfacInfluence", "update_diagonal": True, "loader_batch": 256, "train_chunk": 256},
         "EkfacInfluence(update_diagonal=True): the eigenvalue correction; nn.Linear layers only",
+        True,
     ),
     Run(
         "pyDVL EK-FAC default",
@@ -194,11 +201,14 @@ def prepare_cnn(args: argparse.Namespace, root: Path) -> Prepared:
         raise RuntimeError(f"the exact reference failed: {result['error']}")
     reference = np.load(folder / "out_reference" / "scores.npy")
     spec["reference"] = "exact damped solve in float64 (dense Hessian, bench/peer_tasks.exact_reference)"
-    loo = leave_one_out(model, split, order[0], damping, reference[0], args.loo_points)
+    retrain = LOO_RETRAIN_QUICK if args.quick else LOO_RETRAIN
+    loo = leave_one_out(model, split, order[0], damping, reference[0], args.loo_points, retrain)
     return Prepared("cnn", folder, spec, reference, loo)
 
 
-def leave_one_out(model: torch.nn.Module, split: Any, row: torch.Tensor, damping: float, exact: np.ndarray, k: int):
+def leave_one_out(
+    model: torch.nn.Module, split: Any, row: torch.Tensor, damping: float, exact: np.ndarray, k: int, retrain: Any
+) -> dict[str, Any]:
     """Actual change of the test loss after removing each of the k points of largest |exact I_up,loss|,
     retrained once on a float64 copy (``validate_loo``: warm-started L-BFGS, drift baseline)."""
     top = np.argsort(-np.abs(exact), kind="stable")[:k]
@@ -209,12 +219,13 @@ def leave_one_out(model: torch.nn.Module, split: Any, row: torch.Tensor, damping
         weight_decay=CNN_WEIGHT_DECAY, damping=damping, solver="exact", progress=False,
     )  # fmt: skip
     x, y = split.X_test[row : row + 1].double(), split.y_test[row : row + 1]
-    result = ex.validate_loo(x, y, select=torch.as_tensor(top), refine=False, retrain=LOO_RETRAIN)
+    result = ex.validate_loo(x, y, select=torch.as_tensor(top), refine=False, retrain=retrain)
     return {
         "removed": result.removed.tolist(),
         "actual": result.actual.tolist(),
         "seconds": result.seconds_total,
         "test_row": int(row),
+        "retrain": repr(retrain),
     }
 
 
@@ -275,7 +286,8 @@ def one_line(row: dict[str, Any]) -> str:
 
 
 def benchmark(args: argparse.Namespace, root: Path) -> dict[str, Any]:
-    chosen = [r for r in RUNS if not args.only or any(r.label.lower().startswith(o.lower()) for o in args.only)]
+    chosen = [r for r in RUNS if r.quick or not args.quick]
+    chosen = [r for r in chosen if not args.only or any(r.label.lower().startswith(o.lower()) for o in args.only)]
     environments: dict[str, tuple[str | None, str | None]] = {"ours": (sys.executable, None)}
     for family in sorted({r.family for r in chosen} - {"ours"}):
         print(f"environment for {PEERS[family].name}: {VENVS / family}", flush=True)
@@ -297,88 +309,6 @@ def benchmark(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             print(one_line(rows[-1]), flush=True)
     found = meta(args, environments) | {"loo_points": args.loo_points, "widths": args.widths}
     return {"meta": found, "tasks": tasks, "rows": rows}
-
-
-# ---------------------------------------------------------------- the report
-
-
-def cell(row: dict[str, Any], key: str, digits: int = 4) -> str:
-    return f"{row[key]:.{digits}f}" if key in row else "-"
-
-
-def table(spec: dict[str, Any], rows: list[dict[str, Any]], n_test: int) -> list[str]:
-    loo = spec.get("loo")
-    head = f"| method | settings | factors + {n_test} test points | peak RSS MiB | Pearson | Spearman | rel. error |"
-    head += " fitted factor |"
-    lines = [
-        f"## {spec['title']}", "",
-        f"n_train = {spec['n_train']}, p = {spec['n_params']:,}, weight decay {spec['weight_decay']:g}, damping "
-        f"{spec['damping']:.3g}: H = (1/n) sum hess L_i (or its Fisher) + {spec['shift']:.3g} I. Reference: "
-        f"{spec['reference']}; Pearson and Spearman over the training points, mean over the {n_test} test points.",
-        "",
-    ]  # fmt: skip
-    if loo:
-        lines += [
-            f"Leave-one-out: test point {loo['test_row']} (the highest test loss), the {len(loo['removed'])} training "
-            f"points of largest |exact influence|, each removed and retrained once ({loo['seconds']:.0f} s in all); "
-            f"the exact solve's LOO R {loo['loo_r']:.3f} (Spearman {loo['loo_spearman']:.3f}).",
-            "",
-        ]
-        head += " LOO R | LOO Spearman |"
-    lines += [head, "|" + "---|" * (head.count("|") - 1)]
-    for row in rows:
-        label = f"**{row['method']}**" if row["family"] == "ours" else row["method"]
-        if "error" in row:
-            lines.append(f"| {label} | {row['describe']} | {row['error'][:240]} |" + " |" * (head.count("|") - 4))
-            continue
-        figures = [
-            f"{row['seconds_m']:.1f} s", f"{row['rss_peak_mib']:.0f}", cell(row, "pearson"), cell(row, "spearman"),
-            f"{row['rel_error']:.2g}" if "rel_error" in row else "-", f"{row.get('fitted_factor', np.nan):.3g}",
-        ]  # fmt: skip
-        if loo:
-            figures += [cell(row, "loo_r", 3), cell(row, "loo_spearman", 3)]
-        lines.append(f"| {label} | {row['describe']} | " + " | ".join(figures) + " |")
-    return [*lines, ""]
-
-
-def markdown(report: dict[str, Any]) -> str:
-    meta_ = report["meta"]
-    lines = [
-        "# Factored solvers: influence_widgets vs Kronfluence and pyDVL",
-        "",
-        f"{meta_['date']}, {meta_['machine']}, {meta_['threads']} thread(s) per method, each method in its own "
-        f"process, one fresh run each after an untimed warm-up on 16 training points. Versions: {meta_['versions']}.",
-        "",
-    ]
-    for spec in report["tasks"]:
-        lines += table(spec, [r for r in report["rows"] if r["task"] == spec["task"]], meta_["n_test"])
-    families = sorted({r["family"] for r in report["rows"]})
-    lines += ["## Notes", ""]
-    lines += [f"- Alignment, {PEERS[f].name}: {PEERS[f].alignment}." for f in families]
-    lines += [
-        "- Every method gets the same shift wd + damping: ours `weight_decay` and `damping`, Kronfluence "
-        "`damping_factor`, pyDVL `hessian_regularization` (EK-FAC) or `regularization` (Arnoldi). 'fitted factor' "
-        "is the least-squares scale from raw scores to the reference: near the documented factor when the "
-        "alignment holds (an approximate curvature moves it somewhat).",
-        "- Curvature: ours K-FAC/EK-FAC take the true Fisher's exact expectation over labels; Kronfluence samples "
-        "one label per point from the softmax (its default, seeded); pyDVL's EK-FAC backpropagates "
-        "sum_k sqrt(p_k) log p_k once per batch (`empirical_cross_entropy_loss_fn`), whose outer products keep the "
-        "cross terms between classes. pyDVL's EK-FAC supports nn.Linear only: on the CNN's Conv2d it raises "
-        "(the row says so).",
-        "- Time is wall clock for a fresh object: factors (or Lanczos), test gradients, solve, scores against every "
-        "training point. Peak RSS is the method's process's `ru_maxrss`, Python and torch included. pyDVL scores "
-        "256 training points per `influences` call (it holds all their gradients at once).",
-    ]
-    return "\n".join([*lines, ""])
-
-
-def write(report: dict[str, Any], out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "factored.json").write_text(json.dumps(report, indent=2, default=str))
-    text = markdown(report)
-    (out_dir / "factored.md").write_text(text)
-    print("\n" + text)
-    print(f"wrote {out_dir / 'factored.md'} and {out_dir / 'factored.json'}")
 
 
 # ---------------------------------------------------------------- the alignment check
@@ -411,7 +341,9 @@ def check() -> bool:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", type=Path, default=BENCH / "results")
-    parser.add_argument("--quick", action="store_true", help="MLP 64-100-100-10, 3 test points, LOO on 8 points")
+    parser.add_argument(
+        "--quick", action="store_true", help="MLP 64-100-100-10, 3 methods, 3 test points, LOO on 3 points"
+    )
     parser.add_argument("--check", action="store_true", help="only the alignment check on a linear layer")
     parser.add_argument("--setup", action="store_true", help="recreate the peers' virtual environments first")
     parser.add_argument("--only", nargs="+", default=None, help="runs whose label starts with one of these")
@@ -425,7 +357,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--keep", type=Path, default=None, help="keep the task folders (models, data, scores) here")
     args = parser.parse_args()
     args.n_test = args.n_test or (3 if args.quick else 10)
-    args.loo_points = args.loo_points or (8 if args.quick else 30)
+    args.loo_points = args.loo_points or (3 if args.quick else 30)
     args.widths = args.widths or ([64, 100, 100, 10] if args.quick else [64, 1000, 1000, 10])
     args.repeats, args.budget = 1, 0.0  # for peers.meta: one run per method
     return args

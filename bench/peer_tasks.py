@@ -221,6 +221,15 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def own_peak_rss_mib() -> float:
+    """This process's own peak resident set (``VmHWM``): unlike ``ru_maxrss``, which a process started by
+    fork and exec inherits from its parent (Linux carries the old maximum over exec), it starts afresh."""
+    for line in Path("/proc/self/status").read_text().splitlines() if Path("/proc/self/status").exists() else []:
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return peak_rss_mib()
+
+
 # ---------------------------------------------------------------- this project
 
 
@@ -411,9 +420,9 @@ def measure(
     ``save`` gets the record after each step, so that a run stopped for time still tells what it did.
     ``once``: only the warm-up and one timed run for ``n_test`` points (``measure_once``).
     """
-    method = METHODS[family]
     if once:
-        return measure_once(task, method, settings, n_test)
+        return measure_once(task, family, settings, n_test)
+    method = METHODS[family]
     record: dict[str, Any] = {"floor_seconds": floor_seconds(task), "rss_baseline_mib": peak_rss_mib()}
     warm_up(task, method, settings)
     x, y = task.x_test[:n_test], task.y_test[:n_test]
@@ -434,11 +443,19 @@ def measure(
     return record
 
 
-def measure_once(task: Task, method: Method, settings: dict[str, Any], n_test: int) -> dict[str, Any]:
-    """For slow methods (``bench/factored.py``): an untimed warm-up, then one fresh run for ``n_test`` test
-    points (factorisation + scores, ``seconds_m``); no floor and no 1-point timing."""
-    record: dict[str, Any] = {"rss_baseline_mib": peak_rss_mib()}
-    warm_up(task, method, settings)
+PACKAGES = {"ours": "influence_widgets", "pydvl": "pydvl.influence.torch", "captum": "captum.influence"}
+PACKAGES["kronfluence"] = "kronfluence.analyzer"
+
+
+def measure_once(task: Task, family: str, settings: dict[str, Any], n_test: int) -> dict[str, Any]:
+    """For slow methods (``bench/factored.py``): one fresh run for ``n_test`` test points (factorisation +
+    scores, ``seconds_m``), no floor, no 1-point timing. Untimed before it: the package's import and one pass of
+    per-example gradients on 16 points (not a run of the method: on 16 points a rank-64 Lanczos alone can
+    take longer than the real run). Memory: the process's own peak (``VmHWM``)."""
+    method = METHODS[family]
+    record: dict[str, Any] = {"rss_baseline_mib": own_peak_rss_mib()}
+    importlib.import_module(PACKAGES[family])
+    per_example_grads(task, task.x_train[:16], task.y_train[:16])
     x, y = task.x_test[:n_test], task.y_test[:n_test]
     try:
         start = time.perf_counter()
@@ -448,7 +465,7 @@ def measure_once(task: Task, method: Method, settings: dict[str, Any], n_test: i
     except Exception as error:  # a peer failing on a task is a result, not a crash
         record["error"] = f"{type(error).__name__}: {error}".strip()[:500]
         record["traceback"] = traceback.format_exc()[-3000:]
-    record["rss_peak_mib"] = peak_rss_mib()
+    record["rss_peak_mib"] = own_peak_rss_mib()
     return record
 
 
