@@ -62,3 +62,14 @@ def test_models_whose_gradients_are_not_one_outer_product_stream_g(kind):
     cached, streamed = pair(model, x, y)
     torch.testing.assert_close(streamed.influence(x[:3], y[:3]), cached.influence(x[:3], y[:3]), rtol=1e-11, atol=1e-13)
     assert streamed.layer_factors() is None
+
+
+def test_per_example_gradient_chunks_of_a_large_network_stay_within_256_mib():
+    """At 1.08 M float32 parameters 256 rows of per-example gradients are 1.1 GB: calls take fewer points."""
+    wide = torch.nn.Sequential(torch.nn.Linear(64, 1000), torch.nn.Tanh(), torch.nn.Linear(1000, 1000))
+    x, y = torch.randn(300, 64), torch.randn(300, 1000)
+    ex = InfluenceExplainer(wide, lambda out, t: (out - t).square().sum(1), x, y, weight_decay=0.1, progress=False)
+    rows = ex.objective.gradient_chunk_points(ex.batch_size, streamed=False)
+    assert rows * ex.n_params * 4 <= 2**28 < (rows + 1) * ex.n_params * 4
+    sizes = [len(chunk) for _, chunk in ex.train_gradient_chunks()]
+    assert max(sizes) == rows and sum(sizes) == 300

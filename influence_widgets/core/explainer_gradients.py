@@ -102,7 +102,7 @@ class GradientMethods(InputChecks):
             if layers is not None:
                 width = sum(sum(layer.module.weight.shape) for layer in layers)
                 if self.n_train * width * self.objective.theta.element_size() <= FACTOR_BYTES:
-                    size = self.objective.gradient_chunk_points(self.batch_size, self.data.streamed)
+                    size = self.batch_size  # no per-example gradient rows are formed
                     chunks = ((x, y) for _, x, y in self.data.chunks(size))
                     bar = progress_bar(
                         chunks, enabled=self.progress, desc="layer factors", total=-(-self.n_train // size)

@@ -92,12 +92,10 @@ def measure_stationarity(explainer: ExplainerView) -> StationarityReport:
     else:
         generator = torch.Generator().manual_seed(0)
         sample = torch.randperm(n, generator=generator)[:_SCALE_SAMPLE].sort().values
-        step = explainer.batch_size  # a Dataset is read at most batch_size items at a time
-        rows = [
-            objective.per_example_grads(*explainer.data.take(sample[i : i + step]), None)
-            for i in range(0, len(sample), step)
-        ]
-        norms = torch.linalg.vector_norm(torch.cat(rows).double(), dim=1)
+        step = size  # at most batch_size items of a Dataset at a time, fewer rows for a large network
+        pieces = [explainer.data.take(sample[i : i + step]) for i in range(0, len(sample), step)]
+        norms = torch.cat([torch.linalg.vector_norm(objective.per_example_grads(x, y, None), dim=1) for x, y in pieces])
+        norms = norms.double()
     scale = float(norms.square().mean().sqrt())
     norm = float(torch.linalg.vector_norm(gradient))
     ratio = norm / scale if scale > 0 else (0.0 if norm == 0 else float("inf"))

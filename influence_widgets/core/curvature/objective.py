@@ -31,6 +31,9 @@ from .selection import (
 __all__ = ["LossFn", "Objective", "OutputSelector", "ParamsSpec", "describe_output"]
 
 _GRADIENT_CHUNK_BYTES = 2**26  # closed-form per-example gradients computed at once
+# Rows of a vmapped per-example-gradient call: at most this much (its temporaries come on top); at 1.08 M float32
+# parameters 256 points held 1.1 GB of rows and the call peaked near 4.6 GB
+_PER_EXAMPLE_GRADIENT_BYTES = 2**28
 _MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._NormBase)
 
 
@@ -175,11 +178,13 @@ class Objective:
         return vmap(grad(single), in_dims=(None, 0, 0))(theta, x, y)
 
     def gradient_chunk_points(self, batch_size: int, streamed: bool) -> int:
-        """Training points per per-example-gradient call: ``batch_size``, or for the closed-form linear layer
-        on tensors (it holds just the b x p rows) up to 8 batch sizes, in at most 64 MiB of rows."""
+        """Training points per per-example-gradient call: ``batch_size``, fewer where that many rows would
+        exceed 256 MiB (large networks), or for the closed-form linear layer on tensors (it holds just the
+        b x p rows) up to 8 batch sizes, in at most 64 MiB of rows."""
+        row_bytes = self.size * self.theta.element_size()
         if streamed or self._linear_head is None:
-            return batch_size
-        return max(batch_size, min(8 * batch_size, _GRADIENT_CHUNK_BYTES // (self.size * self.theta.element_size())))
+            return max(1, min(batch_size, _PER_EXAMPLE_GRADIENT_BYTES // row_bytes))
+        return max(batch_size, min(8 * batch_size, _GRADIENT_CHUNK_BYTES // row_bytes))
 
     # ------------------------------------------------------------------ closed forms (None: not applicable)
 
