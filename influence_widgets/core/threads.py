@@ -130,6 +130,18 @@ def thread_budget() -> Iterator[int]:
                 torch.set_num_threads(_local.saved)
 
 
+def chunk_workers() -> int:
+    """Worker threads for a sum over independent training chunks (``curvature.chunk_threads``): 1 (no workers)
+    outside ``thread_budget()`` or under the ``"fixed"`` and ``"single"`` policies; else the user's torch thread
+    count (at most the cores), twice that while other processes are runnable: chunk sums meet once per
+    product, not at every op, so extra workers take their share of a busy machine instead of stalling."""
+    if getattr(_local, "depth", 0) == 0 or _state["policy"] != "adaptive":
+        return 1
+    workers = min(_local.saved, cores())
+    others = busy_others()
+    return 2 * workers if workers > 1 and others else workers
+
+
 REBALANCE_SECONDS = 2.0  # a long call looks at the load again at most this often
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, jvp, vmap
+from torch.func import functional_call, grad, jvp, vjp, vmap
 
 from ..errors import InfluenceInputError, ModelModeWarning
 from .linear_head import LinearHead, find_linear_head
@@ -231,15 +231,24 @@ class Objective:
         return total
 
     def hessian_sum_matvec(
-        self, x: torch.Tensor, y: torch.Tensor, vectors: torch.Tensor, theta: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        vectors: torch.Tensor,
+        theta: torch.Tensor | None = None,
+        reverse: bool = False,
     ) -> torch.Tensor:
-        """sum_i nabla^2 loss(z_i) @ vectors over a batch, [p, m] -> [p, m] (forward-over-reverse)."""
+        """sum_i nabla^2 loss(z_i) @ vectors over a batch, [p, m] -> [p, m]: forward-over-reverse, or with
+        ``reverse`` reverse-over-reverse (no forward-mode AD, whose level is global: safe on worker threads)."""
         theta = self.theta if theta is None else theta
 
         def total_loss(t: torch.Tensor) -> torch.Tensor:
             return self.loss_fn(self.outputs(x, t), y).sum()
 
         gradient = grad(total_loss)
+        if reverse:
+            _, pull_back = vjp(gradient, theta)
+            return vmap(lambda v: pull_back(v)[0], in_dims=1, out_dims=1)(vectors)
 
         def hvp(v: torch.Tensor) -> torch.Tensor:
             return jvp(gradient, (theta,), (v,))[1]

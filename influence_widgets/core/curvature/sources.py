@@ -16,6 +16,7 @@ import torch
 
 from ..progress import progress_bar
 from ..training_data import StreamedData, TrainingData
+from . import chunk_threads
 from .gauss_newton import gauss_newton_sum, jacobian_chunks
 from .objective import Objective
 
@@ -139,7 +140,17 @@ class LocalSums:
         return self.batch_sum(objective.hessian_sum_matvec, x, y, vectors)
 
     def hessian_sum(self, objective: Objective, vectors: torch.Tensor) -> torch.Tensor:
-        return self.total_sum(objective.hessian_sum_matvec, vectors)
+        if self.data.streamed:
+            return self.total_sum(objective.hessian_sum_matvec, vectors)
+        per_call = self.points_per_call(vectors.shape[0], vectors.shape[1])
+        total = torch.zeros_like(vectors)
+        for _, x, y in self.data.chunks(max(self.chunk_size, per_call)):
+            workers = chunk_threads.usable(objective, x)
+            if workers:  # whole chunk sums on worker threads (see chunk_threads)
+                total += chunk_threads.hessian_sum(objective, x, y, vectors, workers, per_call)
+            else:
+                total += self.batch_sum(objective.hessian_sum_matvec, x, y, vectors)
+        return total
 
     def gauss_newton_sum(
         self,
