@@ -58,3 +58,24 @@ def test_no_workers_outside_a_library_call_or_under_the_fixed_policy():
             assert threads.chunk_workers() == 1
     finally:
         threads.set_thread_policy("adaptive")
+
+
+def test_a_forked_child_starts_its_own_workers():
+    import multiprocessing
+
+    ex = explainer(torch.float32)
+    vectors = torch.randn(ex.n_params, 2)
+    with threads.thread_budget():
+        expected = ex.hessian.matvec(vectors)  # the parent's pool exists now
+
+    def child(queue) -> None:
+        with threads.thread_budget():
+            queue.put(ex.hessian.matvec(vectors).numpy().tolist())
+
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    process = context.Process(target=child, args=(queue,))
+    process.start()
+    found = torch.tensor(queue.get(timeout=60))
+    process.join(timeout=60)
+    assert process.exitcode == 0 and torch.allclose(found, expected, rtol=1e-5, atol=1e-6)

@@ -19,6 +19,7 @@ way, and only for models whose replicas are small (``REPLICA_BYTES``).
 from __future__ import annotations
 
 import copy
+import os
 import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +55,14 @@ def _executor() -> ThreadPoolExecutor:
 
 
 _modules: weakref.WeakKeyDictionary[nn.Module, dict[int, nn.Module]] = weakref.WeakKeyDictionary()
+
+
+def _forget_pool_after_fork() -> None:
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()  # a forked child has none of the parent's worker threads
+
+
+os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def _replica(objective: Objective) -> Objective:
