@@ -79,3 +79,39 @@ def test_a_forked_child_starts_its_own_workers():
     found = torch.tensor(queue.get(timeout=60))
     process.join(timeout=60)
     assert process.exitcode == 0 and torch.allclose(found, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_layer_wise_columns_by_reverse_products_on_workers_match_forward_products():
+    from influence_widgets.core.curvature.module_blocks import block_columns, find_module_blocks
+
+    ex = explainer()
+    x, y = ex.hessian.source.take(torch.arange(ex.n_train))
+    curved = ~ex.hessian.affine.everywhere()
+    blocks = find_module_blocks(ex.objective, x[:1], curved)
+    assert blocks is not None
+    for block in blocks:
+        columns = block.columns[:7]
+        forward = block_columns(ex.objective, block, x, y, columns)
+        assert torch.allclose(
+            block_columns(ex.objective, block, x, y, columns, reverse=True), forward, rtol=1e-12, atol=1e-12
+        )
+
+        def product(mine, xs, ys, block=block, columns=columns):
+            return block_columns(mine, block, xs, ys, columns, reverse=True)
+
+        two = chunk_threads.piece_sum(ex.objective, x, y, product, 2, per_call=40)
+        assert torch.equal(two, chunk_threads.piece_sum(ex.objective, x, y, product, 4, per_call=40))
+        assert torch.allclose(two, forward, rtol=1e-12, atol=1e-12)
+
+
+def test_the_explicit_hessian_assembled_on_workers_equals_the_autograd_hessian(monkeypatch):
+    ex = explainer()
+    x, y = ex.hessian.source.take(torch.arange(ex.n_train))
+    theta = ex.objective.theta.detach()
+    full = torch.func.hessian(lambda t: ex.objective.loss_fn(ex.objective.outputs(x, t), y).mean())(theta)
+    full += ex.hessian.shift * torch.eye(len(theta), dtype=torch.float64)
+    monkeypatch.setattr(chunk_threads, "chunk_workers", lambda: 4)
+    assert chunk_threads.usable(ex.objective, x) == 4
+    built = ex.hessian.explicit(block=16)
+    assert built.method == "layer-wise"
+    assert torch.allclose(built.matrix, full, rtol=1e-10, atol=1e-12)

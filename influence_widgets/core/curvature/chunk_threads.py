@@ -22,6 +22,7 @@ import copy
 import os
 import threading
 import weakref
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -90,23 +91,27 @@ def usable(objective: Objective, x: torch.Tensor) -> int:
     return workers if module_bytes * 2 * cores() <= REPLICA_BYTES else 0
 
 
-def hessian_sum(
-    objective: Objective, x: torch.Tensor, y: torch.Tensor, vectors: torch.Tensor, workers: int, per_call: int
+PieceProduct = Callable[[Objective, torch.Tensor, torch.Tensor], torch.Tensor]  # (replica, x, y) -> sum over them
+
+
+def piece_sum(
+    objective: Objective, x: torch.Tensor, y: torch.Tensor, product: PieceProduct, workers: int, per_call: int
 ) -> torch.Tensor:
-    """sum_i nabla^2 loss(z_i) @ vectors over (x, y), [p, m] -> [p, m], on ``workers`` threads, in calls of at
-    most ``per_call`` points. The pieces do not depend on ``workers``, nor does the result."""
+    """sum of ``product(replica, x[a:b], y[a:b])`` over (x, y), on ``workers`` threads, in calls of at most
+    ``per_call`` points; ``replica`` is ``objective`` over the worker's own copy of its module. The pieces
+    do not depend on ``workers``, nor does the result."""
     pieces = min(len(x), PIECES_PER_CORE * cores())
     bounds = [len(x) * k // pieces for k in range(pieces + 1)]
-    theta = objective.theta
     parts: list[torch.Tensor | None] = [None] * pieces
 
     def run(first: int) -> None:
         mine = _replica(objective)
         for k in range(first, pieces, workers):
-            total = torch.zeros_like(vectors)
+            total = None
             for a in range(bounds[k], bounds[k + 1], per_call):
                 b = min(a + per_call, bounds[k + 1])
-                total += mine.hessian_sum_matvec(x[a:b], y[a:b], vectors, theta=theta, reverse=True)
+                part = product(mine, x[a:b], y[a:b])
+                total = part if total is None else total.add_(part)
             parts[k] = total
 
     for done in [_executor().submit(run, first) for first in range(min(workers, pieces))]:
@@ -115,3 +120,16 @@ def hessian_sum(
     for part in parts[1:]:
         total += part
     return total
+
+
+def hessian_sum(
+    objective: Objective, x: torch.Tensor, y: torch.Tensor, vectors: torch.Tensor, workers: int, per_call: int
+) -> torch.Tensor:
+    """sum_i nabla^2 loss(z_i) @ vectors over (x, y), [p, m] -> [p, m], on ``workers`` threads, in calls of at
+    most ``per_call`` points (``piece_sum``)."""
+    theta = objective.theta
+
+    def product(mine: Objective, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        return mine.hessian_sum_matvec(xs, ys, vectors, theta=theta, reverse=True)
+
+    return piece_sum(objective, x, y, product, workers, per_call)

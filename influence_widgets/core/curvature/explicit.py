@@ -19,6 +19,7 @@ from typing import Protocol
 import torch
 
 from ..progress import progress_bar
+from . import chunk_threads
 from .affine import AffineGroup
 from .module_blocks import ModuleBlock, block_columns, find_module_blocks
 from .objective import Objective
@@ -135,15 +136,38 @@ def _curved_columns(
             continue
         assert isinstance(source, LocalSums)  # layer-wise blocks are only found for a local source
         rows = module_block.rows
-        total = torch.zeros(len(rows), len(columns), dtype=dtype, device=device)
-        size = min(source.read_size, _BLOCK_POINTS_FACTOR * points_per_call(p, len(columns), source.read_size))
-        for _, x, y in source.chunks(size):
-            total += block_columns(hessian.objective, module_block, x, y, columns)
+        total = _block_sum(hessian.objective, source, module_block, columns).to(dtype)
         total /= source.n
         total[rows[:, None] == columns[None, :]] += hessian.shift
         matrix[rows[:, None], columns] = total
         filled[rows[:, None], columns] = True
     return matrix, filled
+
+
+def _block_sum(
+    objective: Objective, source: LocalSums, module_block: ModuleBlock, columns: torch.Tensor
+) -> torch.Tensor:
+    """sum_i nabla^2 loss(z_i)[rows, columns] over the training set: whole pieces of each read on worker
+    threads where ``chunk_threads.usable`` allows, else in this thread."""
+    per_call = min(
+        source.read_size, _BLOCK_POINTS_FACTOR * points_per_call(objective.size, len(columns), source.read_size)
+    )
+
+    def product(mine: Objective, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return block_columns(mine, module_block, x, y, columns, reverse=True)
+
+    total = None
+    for _, x, y in source.chunks(source.read_size):
+        workers = chunk_threads.usable(objective, x)
+        if workers:
+            part = chunk_threads.piece_sum(objective, x, y, product, workers, per_call)
+        else:
+            part = sum(
+                block_columns(objective, module_block, x[a : a + per_call], y[a : a + per_call], columns)
+                for a in range(0, len(x), per_call)
+            )
+        total = part if total is None else total.add_(part)
+    return total
 
 
 def closed_form_affine_block(objective: Objective, source: TrainingSums, affine: torch.Tensor) -> torch.Tensor | None:
@@ -175,11 +199,16 @@ def float64_matvec(hessian: _Curvature):
     exact = hessian.objective.float64_reference()
 
     def matvec(vectors: torch.Tensor) -> torch.Tensor:
-        total = torch.zeros_like(vectors, dtype=torch.float64)
+        vectors = vectors.to(torch.float64)
+        total = torch.zeros_like(vectors)
         for _, x, y in source.chunks(source.read_size):
-            y = y.double() if y.is_floating_point() else y
-            total += exact.hessian_sum_matvec(x.double(), y, vectors.to(torch.float64))
-        return total / source.n + hessian.shift * vectors.to(torch.float64)
+            x, y = x.double(), (y.double() if y.is_floating_point() else y)
+            workers = chunk_threads.usable(exact, x)
+            if workers:
+                total += chunk_threads.hessian_sum(exact, x, y, vectors, workers, len(x))
+            else:
+                total += exact.hessian_sum_matvec(x, y, vectors)
+        return total / source.n + hessian.shift * vectors
 
     return matvec
 

@@ -101,9 +101,15 @@ def find_module_blocks(objective: Objective, x: torch.Tensor, curved: torch.Tens
 
 
 def block_columns(
-    objective: Objective, block: ModuleBlock, x: torch.Tensor, y: torch.Tensor, columns: torch.Tensor
+    objective: Objective,
+    block: ModuleBlock,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    columns: torch.Tensor,
+    reverse: bool = False,
 ) -> torch.Tensor:
-    """sum_i nabla^2 loss(z_i)[block.rows, columns] over the batch, [len(rows), len(columns)]."""
+    """sum_i nabla^2 loss(z_i)[block.rows, columns] over the batch, [len(rows), len(columns)]: forward-over-
+    reverse, or with ``reverse`` reverse-over-reverse (no forward-mode AD: safe on worker threads)."""
     params = objective.unflatten(objective.theta)
     own = tuple(params[n] for n in block.own)
     down = tuple(params[n] for n in block.down)
@@ -120,9 +126,16 @@ def block_columns(
         own_grad, down_grad = gradient(own_values, down)
         return torch.cat([g.reshape(-1) for g in (*own_grad, *down_grad)])
 
+    def directional(own_values: tuple, down_values: tuple, tangents: tuple) -> torch.Tensor:
+        own_grad = grad(total, argnums=0)(own_values, down_values)
+        return sum((g * t).sum() for g, t in zip(own_grad, tangents))
+
     def column(tangent: torch.Tensor) -> torch.Tensor:
         pieces = torch.split(tangent, own_sizes)
         tangents = tuple(piece.reshape(t.shape) for piece, t in zip(pieces, own))
+        if reverse:  # d/d(own, down) of <nabla_own loss, tangent>: the same column, H symmetric
+            own_part, down_part = grad(directional, argnums=(0, 1))(own, down, tangents)
+            return torch.cat([g.reshape(-1) for g in (*own_part, *down_part)])
         return jvp(flat_gradient, (own,), (tangents,))[1]
 
     local = torch.searchsorted(block.rows[: sum(own_sizes)], columns)  # own rows come first, ascending
