@@ -110,8 +110,25 @@ def test_the_explicit_hessian_assembled_on_workers_equals_the_autograd_hessian(m
     theta = ex.objective.theta.detach()
     full = torch.func.hessian(lambda t: ex.objective.loss_fn(ex.objective.outputs(x, t), y).mean())(theta)
     full += ex.hessian.shift * torch.eye(len(theta), dtype=torch.float64)
-    monkeypatch.setattr(chunk_threads, "chunk_workers", lambda: 4)
+    monkeypatch.setattr(chunk_threads, "chunk_workers", lambda busy_only=False: 4)
     assert chunk_threads.usable(ex.objective, x) == 4
     built = ex.hessian.explicit(block=16)
     assert built.method == "layer-wise"
     assert torch.allclose(built.matrix, full, rtol=1e-10, atol=1e-12)
+
+
+def test_per_example_gradients_on_workers_are_the_same_calls_as_in_one_thread(monkeypatch):
+    ex = explainer()
+    serial = ex.objective.per_example_grads(*ex.hessian.source.take(torch.arange(ex.n_train)))
+    monkeypatch.setattr(chunk_threads, "chunk_workers", lambda busy_only=False: 4)
+    assert ex._gradient_workers(50) == (4, 50 * chunk_threads.PIECES_PER_CORE * chunk_threads.cores())
+    with threads.thread_budget():
+        on_workers = ex.train_gradients()
+    assert torch.allclose(on_workers, serial, rtol=1e-12, atol=1e-14)
+
+
+def test_gradients_stay_in_this_thread_on_an_idle_machine(monkeypatch):
+    monkeypatch.setattr(threads, "busy_others", lambda: 0)
+    with threads.thread_budget():
+        assert threads.chunk_workers(busy_only=True) == 1
+        assert threads.chunk_workers() == min(torch.get_num_threads(), threads.cores())

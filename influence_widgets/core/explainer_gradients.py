@@ -8,12 +8,15 @@ from typing import Any
 import torch
 
 from .caches import KeyedCache
+from .curvature import chunk_threads
+from .curvature.objective import Objective
 from .errors import InfluenceInputError
 from .explainer_inputs import InputChecks, Measurement
 from .layer_gradients import LayerFactors, layer_factors, selected_linear_layers
 from .progress import progress_bar
 
 FACTOR_BYTES = 2**30  # layer factors are kept up to this size (n x the layers' in + out values)
+GRADIENT_READ_BYTES = 2**28  # the rows of one read of training points for gradients on worker threads
 
 
 class GradientMethods(InputChecks):
@@ -71,11 +74,28 @@ class GradientMethods(InputChecks):
                 yield start, cached[start : start + self.batch_size]
             return
         size = self.objective.gradient_chunk_points(self.batch_size, self.data.streamed)
-        total = -(-self.n_train // size)
-        for start, x, y in progress_bar(self.data.chunks(size), enabled=self.progress, desc=desc, total=total):
-            grads = self.objective.per_example_grads(x, y, None)
+        workers, read = self._gradient_workers(size)
+        total = -(-self.n_train // read)
+        for start, x, y in progress_bar(self.data.chunks(read), enabled=self.progress, desc=desc, total=total):
+            if workers:  # the same calls of ``size`` points, on worker threads (see chunk_threads)
+                grads = chunk_threads.piece_rows(self.objective, x, y, _gradient_rows, workers, size)
+            else:
+                grads = self.objective.per_example_grads(x, y, None)
             for offset in range(0, len(grads), self.batch_size):
                 yield start + offset, grads[offset : offset + self.batch_size]
+
+    def _gradient_workers(self, size: int) -> tuple[int, int]:
+        """(worker threads, points per read) for a pass of per-example gradients in calls of ``size`` points:
+        workers beside other runnable processes, for in-memory training data on the CPU without the
+        closed-form layer, reading one call per piece (``chunk_threads.PIECES_PER_CORE``) within
+        ``GRADIENT_READ_BYTES`` of rows; else (0, ``size``)."""
+        if self.data.streamed or self.objective.linear_head is not None:
+            return 0, size
+        device = torch.empty(0, device=self.objective.device)
+        workers = chunk_threads.usable(self.objective, device, busy_only=True)  # idle: 25% slower on workers
+        row_bytes = self.n_params * self.objective.theta.element_size()
+        calls = min(chunk_threads.PIECES_PER_CORE * chunk_threads.cores(), GRADIENT_READ_BYTES // (size * row_bytes))
+        return (workers, size * calls) if workers and calls > 1 else (0, size)
 
     def gradients_at(self, indices: torch.Tensor) -> torch.Tensor:
         """Rows of G at ``indices`` (int64 [k]), [k, p] on the model's device: from the cache or computed."""
@@ -130,3 +150,7 @@ class GradientMethods(InputChecks):
         if measurement is not None:
             self._check_model_and_loss(measurement, "measurement")
         return self._per_example_grads(x, y, measurement, "test gradients")
+
+
+def _gradient_rows(objective: Objective, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return objective.per_example_grads(x, y, None)

@@ -130,15 +130,18 @@ def thread_budget() -> Iterator[int]:
                 torch.set_num_threads(_local.saved)
 
 
-def chunk_workers() -> int:
+def chunk_workers(busy_only: bool = False) -> int:
     """Worker threads for a sum over independent training chunks (``curvature.chunk_threads``): 1 (no workers)
     outside ``thread_budget()`` or under the ``"fixed"`` and ``"single"`` policies; else the user's torch thread
     count (at most the cores), twice that while other processes are runnable: chunk sums meet once per
-    product, not at every op, so extra workers take their share of a busy machine instead of stalling."""
+    product, not at every op, so extra workers take their share of a busy machine instead of stalling.
+    ``busy_only``: 1 while no other process is runnable (work that runs faster on intra-op threads when idle)."""
     if getattr(_local, "depth", 0) == 0 or _state["policy"] != "adaptive":
         return 1
     workers = min(_local.saved, cores())
     others = busy_others()
+    if busy_only and not others:
+        return 1
     return 2 * workers if workers > 1 and others else workers
 
 

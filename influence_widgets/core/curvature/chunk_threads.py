@@ -80,9 +80,10 @@ def _replica(objective: Objective) -> Objective:
     return replica
 
 
-def usable(objective: Objective, x: torch.Tensor) -> int:
-    """Worker threads to use for ``objective`` on inputs like ``x``: 0 where the product stays in this thread."""
-    workers = chunk_workers()
+def usable(objective: Objective, x: torch.Tensor, busy_only: bool = False) -> int:
+    """Worker threads to use for ``objective`` on inputs like ``x``: 0 where the product stays in this thread
+    (``busy_only``: also while no other process is runnable, see ``threads.chunk_workers``)."""
+    workers = chunk_workers(busy_only)
     if workers < 2 or x.device.type != "cpu":
         return 0
     if objective.size > SMALL_MODEL_PARAMS:  # large products parallelise well inside each op
@@ -120,6 +121,25 @@ def piece_sum(
     for part in parts[1:]:
         total += part
     return total
+
+
+def piece_rows(
+    objective: Objective, x: torch.Tensor, y: torch.Tensor, product: PieceProduct, workers: int, per_call: int
+) -> torch.Tensor:
+    """``product(replica, x[a:b], y[a:b])`` for the calls of ``per_call`` points at a = 0, per_call, ..., on
+    ``workers`` threads, concatenated in order: the same calls as in one thread."""
+    starts = list(range(0, len(x), per_call))
+    parts: list[torch.Tensor | None] = [None] * len(starts)
+
+    def run(first: int) -> None:
+        mine = _replica(objective)
+        for k in range(first, len(starts), workers):
+            a = starts[k]
+            parts[k] = product(mine, x[a : a + per_call], y[a : a + per_call])
+
+    for done in [_executor().submit(run, first) for first in range(min(workers, len(starts)))]:
+        done.result()
+    return torch.cat(parts)
 
 
 def hessian_sum(
