@@ -12,11 +12,13 @@ from influence_widgets.core.curvature import chunk_threads
 from influence_widgets.data import cross_entropy_per_example
 
 
-def explainer(dtype=torch.float64) -> InfluenceExplainer:
+def explainer(dtype=torch.float64, damping: float = 0.0) -> InfluenceExplainer:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 6 * 6, 4)).to(dtype)
     x, y = torch.randn(301, 1, 8, 8, dtype=dtype), torch.randint(0, 4, (301,))
-    return InfluenceExplainer(model, cross_entropy_per_example, x, y, weight_decay=0.1, solver="cg", progress=False)
+    return InfluenceExplainer(
+        model, cross_entropy_per_example, x, y, weight_decay=0.1, damping=damping, solver="cg", progress=False
+    )
 
 
 def test_worker_threads_sum_the_same_products_as_one_thread_in_float64():
@@ -132,3 +134,23 @@ def test_gradients_stay_in_this_thread_on_an_idle_machine(monkeypatch):
     with threads.thread_budget():
         assert threads.chunk_workers(busy_only=True) == 1
         assert threads.chunk_workers() == min(torch.get_num_threads(), threads.cores())
+
+
+def test_lissa_columns_on_workers_are_the_serial_recursions(monkeypatch):
+    from influence_widgets.core.solvers.lissa import LissaSolver
+    from influence_widgets.core.solvers.options import LissaOptions
+
+    ex = explainer(damping=0.5)  # an untrained model: H is indefinite without it
+    rhs = torch.randn(ex.n_params, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    solver = LissaSolver(LissaOptions(depth=40, batch_size=64, repeats=2))
+    serial, serial_diagnostics = solver.solve(ex.hessian, rhs)
+    found = {}
+    for workers in (2, 4):
+        monkeypatch.setattr(chunk_threads, "chunk_workers", lambda busy_only=False, w=workers: w)
+        assert ex.hessian.sample_workers() == workers
+        found[workers], diagnostics = solver.solve(ex.hessian, rhs)
+        assert torch.allclose(found[workers], serial, rtol=1e-10, atol=1e-12)
+        assert torch.allclose(
+            torch.as_tensor(diagnostics.estimate_norms), torch.as_tensor(serial_diagnostics.estimate_norms)
+        )
+    assert torch.equal(found[2], found[4])  # the column groups do not depend on the workers

@@ -142,6 +142,26 @@ def piece_rows(
     return torch.cat(parts)
 
 
+ColumnRun = Callable[[Objective, torch.Tensor, int], torch.Tensor]  # (replica, columns, group) -> result columns
+
+
+def column_groups(objective: Objective, vectors: torch.Tensor, run: ColumnRun, workers: int) -> torch.Tensor:
+    """``run(replica, vectors[:, group], index)`` for fixed groups of columns (one per piece, whatever
+    ``workers``) on ``workers`` threads, the results side by side in column order: for work whose columns
+    are independent all the way through (LiSSA's recursions), with no barrier until the end."""
+    groups = torch.arange(vectors.shape[1]).tensor_split(min(vectors.shape[1], PIECES_PER_CORE * cores()))
+    parts: list[torch.Tensor | None] = [None] * len(groups)
+
+    def work(first: int) -> None:
+        mine = _replica(objective)
+        for k in range(first, len(groups), workers):
+            parts[k] = run(mine, vectors[:, groups[k]], k)
+
+    for done in [_executor().submit(work, first) for first in range(min(workers, len(groups)))]:
+        done.result()
+    return torch.cat(parts, dim=1)
+
+
 def hessian_sum(
     objective: Objective, x: torch.Tensor, y: torch.Tensor, vectors: torch.Tensor, workers: int, per_call: int
 ) -> torch.Tensor:

@@ -9,12 +9,14 @@ chunks, or the shards of a Dask cluster); the explicit matrix (``explicit.py``),
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Hashable
 from typing import Protocol
 
 import torch
 
 from ..training_data import StreamedData, TrainingData
+from . import chunk_threads
 from .affine import AffineGroup
 from .explicit import ExplicitHessian, explicit_hessian
 from .objective import Objective
@@ -106,14 +108,29 @@ class TrainingHessian:
         total = self.source.hessian_sum(self.objective, vectors).to(vectors)
         return total / self.source.n + self.shift * vectors
 
-    def sample_matvec(self, vectors: torch.Tensor, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    def sample_matvec(
+        self, vectors: torch.Tensor, batch_size: int, generator: torch.Generator, on: Objective | None = None
+    ) -> torch.Tensor:
+        """A minibatch estimate of H @ vectors (``batch_size`` points drawn by ``generator``); ``on``: a worker
+        thread's replica of the objective (``sample_workers``), with reverse-over-reverse products."""
         n = self.source.n
-        if batch_size >= n:
+        if batch_size >= n and on is None:
             return self.matvec(vectors)
-        indices = torch.randperm(n, generator=generator)[:batch_size]
+        indices = torch.randperm(n, generator=generator)[:batch_size] if batch_size < n else torch.arange(n)
         x, y = self.source.take(indices)
-        total = self.source.batch_hessian_sum(self.objective, x, y, vectors)
-        return total / batch_size + self.shift * vectors
+        if on is None:
+            total = self.source.batch_hessian_sum(self.objective, x, y, vectors)
+        else:
+            product = functools.partial(on.hessian_sum_matvec, theta=self.objective.theta, reverse=True)
+            total = self.source.batch_sum(product, x, y, vectors)
+        return total / len(indices) + self.shift * vectors
+
+    def sample_workers(self) -> int:
+        """Worker threads that may run minibatch products (``sample_matvec(..., on=replica)``): training data
+        held in memory on the CPU (``chunk_threads.usable``), else 0."""
+        if not isinstance(self.source, LocalSums) or self.source.data.streamed:
+            return 0
+        return chunk_threads.usable(self.objective, torch.empty(0, device=self.device))
 
     def gauss_newton(
         self,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..curvature import EigenvalueEstimate, HessianOperator, lanczos_extremes
+from ..curvature import EigenvalueEstimate, HessianOperator, chunk_threads, lanczos_extremes
 from ..errors import ConvergenceWarning, SolverDivergedError
 from ..progress import progress_counter
 from .base import SolveDiagnostics, SolverDefaults, SolverWork, curvature_fix
@@ -148,53 +148,92 @@ class LissaSolver(SolverDefaults):
         return LissaPlan(scale, depth, eigenvalues, needed, rate, tuple(found))
 
     def solve(self, operator: HessianOperator, rhs: torch.Tensor) -> tuple[torch.Tensor, SolveDiagnostics]:
+        """The columns of ``rhs`` are independent recursions over the same minibatches (``seed + repeat``):
+        where the operator allows (``sample_workers``), fixed groups of columns run on worker threads of
+        their own, each on its own replica of the model, and meet only at the end."""
         start = time.perf_counter()
         opts = self.options
         plan = self.plan(operator)
         scale, depth, eigenvalues = plan.scale, plan.depth, plan.eigenvalues
-        tail_begins = tail_start(depth, opts.tail_fraction)
         rhs_norm = float(torch.linalg.vector_norm(rhs)) or 1.0
         limit = 1e3 * rhs_norm * max(1.0, scale / max(operator.shift, 1e-12))
-        record_every = max(1, depth // 200)
-        estimate = torch.zeros_like(rhs)
-        norms: list[float] = []
-        products = 0
+        recursion = _Recursion(opts, scale, depth, limit)
         bar = progress_counter(enabled=self.progress, desc="LiSSA", total=depth * opts.repeats)
+        workers = operator.sample_workers() if hasattr(operator, "sample_workers") and rhs.shape[1] > 1 else 0
         try:
-            for repeat in range(opts.repeats):
-                generator = torch.Generator().manual_seed(opts.seed + repeat)
-                h = rhs.clone()
-                tail_sum = torch.zeros_like(rhs)
-                for step in range(1, depth + 1):
-                    h = rhs + h - operator.sample_matvec(h, opts.batch_size, generator) / scale
-                    products += rhs.shape[1]
-                    if step >= tail_begins + 1:
-                        tail_sum += h
-                    if step % _CHECK_EVERY == 0 or step == depth:
-                        norm = float(torch.linalg.vector_norm(h))
-                        if not math.isfinite(norm) or norm > limit:
-                            raise SolverDivergedError(
-                                f"LiSSA diverged at step {step} (||h|| = {norm:.3g}); raise "
-                                f"LissaOptions(scale=...) above {scale:.3g}, add damping, or use solver='cg'. "
-                                "A Hessian with negative eigenvalues also diverges: see "
-                                "InfluenceExplainer.curvature()."
-                            )
-                    if repeat == 0 and step % record_every == 0:
-                        norms.append(float(torch.linalg.vector_norm(h)) / scale / math.sqrt(rhs.shape[1]))
-                    bar.update(1)
-                estimate += tail_sum / (depth - tail_begins) / scale
+            if workers:
+                squares: dict[int, list[float]] = {}
+
+                def run(replica, columns: torch.Tensor, group: int) -> torch.Tensor:
+                    def product(h: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+                        return operator.sample_matvec(h, opts.batch_size, generator, on=replica)
+
+                    found, squares[group] = recursion.run(product, columns, bar if group == 0 else None)
+                    return found
+
+                estimate = chunk_threads.column_groups(operator.objective, rhs, run, workers)
+                recorded = np.sum([squares[g] for g in sorted(squares)], axis=0)
+            else:
+
+                def product(h: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+                    return operator.sample_matvec(h, opts.batch_size, generator)
+
+                estimate, recorded = recursion.run(product, rhs, bar)
         finally:
             bar.close()
+        norms = np.sqrt(np.asarray(recorded, dtype=float)) / scale / math.sqrt(rhs.shape[1])
         diagnostics = SolveDiagnostics(
             solver=self.name,
             n_rhs=rhs.shape[1],
             converged=plan.needed_depth is not None and depth >= plan.needed_depth,
             iterations=depth,
             seconds=time.perf_counter() - start,
-            hessian_vector_products=products,
-            estimate_norms=np.asarray(norms),
+            hessian_vector_products=opts.repeats * depth * rhs.shape[1],
+            estimate_norms=norms,
             eigenvalues=eigenvalues,
             scale=scale,
             warnings=list(plan.warnings),
         )
         return estimate / opts.repeats, diagnostics
+
+
+@dataclass(frozen=True)
+class _Recursion:
+    """``repeats`` recursions h_j = v + h_{j-1} - H_B h_{j-1} / scale of ``depth`` steps, tail-averaged."""
+
+    options: LissaOptions
+    scale: float
+    depth: int
+    limit: float  # ||h|| above this is divergence
+
+    def run(self, product, rhs: torch.Tensor, bar) -> tuple[torch.Tensor, list[float]]:
+        """(the sum over repeats of the tail-averaged h / scale, ||h||^2 every ``depth // 200`` steps of the
+        first repeat); ``product(h, generator)`` = H_B h; ``bar`` (or None) counts the steps."""
+        opts, scale, depth = self.options, self.scale, self.depth
+        tail_begins = tail_start(depth, opts.tail_fraction)
+        record_every = max(1, depth // 200)
+        estimate = torch.zeros_like(rhs)
+        squares: list[float] = []
+        for repeat in range(opts.repeats):
+            generator = torch.Generator().manual_seed(opts.seed + repeat)
+            h = rhs.clone()
+            tail_sum = torch.zeros_like(rhs)
+            for step in range(1, depth + 1):
+                h = rhs + h - product(h, generator) / scale
+                if step >= tail_begins + 1:
+                    tail_sum += h
+                if step % _CHECK_EVERY == 0 or step == depth:
+                    norm = float(torch.linalg.vector_norm(h))
+                    if not math.isfinite(norm) or norm > self.limit:
+                        raise SolverDivergedError(
+                            f"LiSSA diverged at step {step} (||h|| = {norm:.3g}); raise "
+                            f"LissaOptions(scale=...) above {scale:.3g}, add damping, or use solver='cg'. "
+                            "A Hessian with negative eigenvalues also diverges: see "
+                            "InfluenceExplainer.curvature()."
+                        )
+                if repeat == 0 and step % record_every == 0:
+                    squares.append(float(torch.linalg.vector_norm(h)) ** 2)
+                if bar is not None:
+                    bar.update(1)
+            estimate += tail_sum / (depth - tail_begins) / scale
+        return estimate, squares
