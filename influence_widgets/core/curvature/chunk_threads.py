@@ -1,4 +1,4 @@
-"""Hessian-vector products over the training set on a few worker threads, each summing its own chunks.
+"""Passes over the training set on a few worker threads, each with its own chunks (Hessian-vector products first).
 
 A product over the training set is a sum of independent chunk sums. Torch's intra-op threads split each
 small op and meet at a barrier after it; beside other busy work a descheduled thread stalls the others at
@@ -10,10 +10,18 @@ with one or two intra-op threads idle, 333-345 ms beside 4 busy processes; on 2 
 on 4 worker threads 53-63 ms idle, 101-108 ms loaded. So the product uses as many workers as torch has
 threads, twice that while other processes are runnable (``threads.chunk_workers``).
 
+The same workers serve the other passes over the training set: the explicit Hessian's layer-wise columns and
+its float64 check (``piece_sum``), the per-example gradients while other processes are runnable (``piece_rows``:
+the same calls as in one thread; idle, intra-op threads are 25% faster there), and LiSSA's recursions, whose
+right-hand sides are independent (``column_groups``). Measured on the digits CNN beside 4 busy processes (2
+cores): the exact solve of one test point 4.1-5.3 s instead of 6.3-7.1 s, the gradient pass 0.09-0.16 s instead
+of 0.19-0.22 s, LiSSA on 10 test points 38 s instead of 58 s; idle unchanged.
+
 Worker threads use the objective's replicas (its module deep-copied, one per worker: ``functional_call``
 swaps a module's parameters and is not safe on one module from two threads) and reverse-over-reverse
 products (forward-mode AD keeps one global level). Only tensors held in memory on the CPU are read this
-way, and only for models whose replicas are small (``REPLICA_BYTES``).
+way, and only for models of at most ``SMALL_MODEL_PARAMS`` parameters whose replicas are small (``REPLICA_BYTES``):
+a larger model's ops are large enough for intra-op threads.
 """
 
 from __future__ import annotations
