@@ -37,6 +37,9 @@ _PER_EXAMPLE_GRADIENT_BYTES = 2**28
 _MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._NormBase)
 
 
+REVERSE_MOST_VECTORS = 3  # Hessian-vector products with this many vectors or fewer go reverse-over-reverse
+
+
 class Objective:
     """R(theta) = (1/n) sum_i loss(z_i, theta) + (weight_decay/2) ||theta||^2 over the selected parameters:
     per-example losses, gradients and Hessian-vector products of one model (the regulariser's share of H,
@@ -236,11 +239,16 @@ class Objective:
         y: torch.Tensor,
         vectors: torch.Tensor,
         theta: torch.Tensor | None = None,
-        reverse: bool = False,
+        reverse: bool | None = None,
     ) -> torch.Tensor:
         """sum_i nabla^2 loss(z_i) @ vectors over a batch, [p, m] -> [p, m]: forward-over-reverse, or with
-        ``reverse`` reverse-over-reverse (no forward-mode AD, whose level is global: safe on worker threads)."""
+        ``reverse`` reverse-over-reverse (no forward-mode AD, whose level is global: safe on worker threads).
+        ``reverse=None`` takes reverse for at most ``REVERSE_MOST_VECTORS`` vectors: 128 points of the digits
+        CNN with 1 vector 8.3 ms instead of 10.6 ms, with 3 vectors 9.0 instead of 12.5, with 10 the same;
+        the 1.08 M MLP the same with 1 vector and 15% slower with 10."""
         theta = self.theta if theta is None else theta
+        if reverse is None:
+            reverse = vectors.shape[1] <= REVERSE_MOST_VECTORS
 
         def total_loss(t: torch.Tensor) -> torch.Tensor:
             return self.loss_fn(self.outputs(x, t), y).sum()
@@ -248,6 +256,8 @@ class Objective:
         gradient = grad(total_loss)
         if reverse:
             _, pull_back = vjp(gradient, theta)
+            if vectors.shape[1] == 1:  # no vmap: its batching costs about 4% of a LiSSA step
+                return pull_back(vectors[:, 0])[0].unsqueeze(1)
             return vmap(lambda v: pull_back(v)[0], in_dims=1, out_dims=1)(vectors)
 
         def hvp(v: torch.Tensor) -> torch.Tensor:
