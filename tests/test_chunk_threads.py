@@ -45,7 +45,7 @@ def test_the_operator_uses_workers_inside_a_library_call_and_restores_the_caller
     before = torch.get_num_threads()
     with threads.thread_budget():
         workers = threads.chunk_workers()
-        assert chunk_threads.usable(ex.objective, vectors) == (workers if workers > 1 else 0)
+        assert chunk_threads.usable(ex.objective, vectors.device) == (workers if workers > 1 else 0)
         parallel = ex.hessian.matvec(vectors)
     assert torch.get_num_threads() == before
     assert torch.allclose(parallel, serial, rtol=1e-5, atol=1e-6)
@@ -53,7 +53,7 @@ def test_the_operator_uses_workers_inside_a_library_call_and_restores_the_caller
 
 def test_no_workers_outside_a_library_call_or_under_the_fixed_policy():
     ex = explainer(torch.float32)
-    assert threads.chunk_workers() == 1 and chunk_threads.usable(ex.objective, torch.zeros(1)) == 0
+    assert threads.chunk_workers() == 1 and chunk_threads.usable(ex.objective, torch.device("cpu")) == 0
     threads.set_thread_policy("fixed")
     try:
         with threads.thread_budget():
@@ -113,7 +113,7 @@ def test_the_explicit_hessian_assembled_on_workers_equals_the_autograd_hessian(m
     full = torch.func.hessian(lambda t: ex.objective.loss_fn(ex.objective.outputs(x, t), y).mean())(theta)
     full += ex.hessian.shift * torch.eye(len(theta), dtype=torch.float64)
     monkeypatch.setattr(chunk_threads, "chunk_workers", lambda busy_only=False: 4)
-    assert chunk_threads.usable(ex.objective, x) == 4
+    assert chunk_threads.usable(ex.objective, x.device) == 4
     built = ex.hessian.explicit(block=16)
     assert built.method == "layer-wise"
     assert torch.allclose(built.matrix, full, rtol=1e-10, atol=1e-12)

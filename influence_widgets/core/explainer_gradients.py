@@ -91,8 +91,9 @@ class GradientMethods(InputChecks):
         ``GRADIENT_READ_BYTES`` of rows; else (0, ``size``)."""
         if self.data.streamed or self.objective.linear_head is not None:
             return 0, size
-        device = torch.empty(0, device=self.objective.device)
-        workers = chunk_threads.usable(self.objective, device, busy_only=True)  # idle: 25% slower on workers
+        workers = chunk_threads.usable(
+            self.objective, self.objective.device, busy_only=True
+        )  # idle: 25% slower on workers
         row_bytes = self.n_params * self.objective.theta.element_size()
         calls = min(chunk_threads.PIECES_PER_CORE * chunk_threads.cores(), GRADIENT_READ_BYTES // (size * row_bytes))
         return (workers, size * calls) if workers and calls > 1 else (0, size)

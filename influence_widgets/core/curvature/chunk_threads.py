@@ -88,11 +88,11 @@ def _replica(objective: Objective) -> Objective:
     return replica
 
 
-def usable(objective: Objective, x: torch.Tensor, busy_only: bool = False) -> int:
-    """Worker threads to use for ``objective`` on inputs like ``x``: 0 where the product stays in this thread
-    (``busy_only``: also while no other process is runnable, see ``threads.chunk_workers``)."""
+def usable(objective: Objective, device: torch.device, busy_only: bool = False) -> int:
+    """Worker threads to use for ``objective`` on inputs held on ``device``: 0 where the work stays in this
+    thread (``busy_only``: also while no other process is runnable, see ``threads.chunk_workers``)."""
     workers = chunk_workers(busy_only)
-    if workers < 2 or x.device.type != "cpu":
+    if workers < 2 or torch.device(device).type != "cpu":
         return 0
     if objective.size > SMALL_MODEL_PARAMS:  # large products parallelise well inside each op
         return 0
@@ -100,7 +100,23 @@ def usable(objective: Objective, x: torch.Tensor, busy_only: bool = False) -> in
     return workers if module_bytes * 2 * cores() <= REPLICA_BYTES else 0
 
 
-PieceProduct = Callable[[Objective, torch.Tensor, torch.Tensor], torch.Tensor]  # (replica, x, y) -> sum over them
+PieceProduct = Callable[[Objective, torch.Tensor, torch.Tensor], torch.Tensor]  # (replica, x, y) -> its part
+ColumnRun = Callable[[Objective, torch.Tensor, int], torch.Tensor]  # (replica, columns, group) -> result columns
+
+
+def _on_workers(objective: Objective, count: int, workers: int, task: Callable[[Objective, int], torch.Tensor]) -> list:
+    """[task(replica, k) for k in range(count)], task k on worker k mod ``workers``, each worker with its
+    replica of ``objective`` (its own copy of the module)."""
+    parts: list[torch.Tensor | None] = [None] * count
+
+    def run(first: int) -> None:
+        mine = _replica(objective)
+        for k in range(first, count, workers):
+            parts[k] = task(mine, k)
+
+    for done in [_executor().submit(run, first) for first in range(min(workers, count))]:
+        done.result()
+    return parts
 
 
 def piece_sum(
@@ -111,20 +127,16 @@ def piece_sum(
     do not depend on ``workers``, nor does the result."""
     pieces = min(len(x), PIECES_PER_CORE * cores())
     bounds = [len(x) * k // pieces for k in range(pieces + 1)]
-    parts: list[torch.Tensor | None] = [None] * pieces
 
-    def run(first: int) -> None:
-        mine = _replica(objective)
-        for k in range(first, pieces, workers):
-            total = None
-            for a in range(bounds[k], bounds[k + 1], per_call):
-                b = min(a + per_call, bounds[k + 1])
-                part = product(mine, x[a:b], y[a:b])
-                total = part if total is None else total.add_(part)
-            parts[k] = total
+    def piece(mine: Objective, k: int) -> torch.Tensor:
+        total = None
+        for a in range(bounds[k], bounds[k + 1], per_call):
+            b = min(a + per_call, bounds[k + 1])
+            part = product(mine, x[a:b], y[a:b])
+            total = part if total is None else total.add_(part)
+        return total
 
-    for done in [_executor().submit(run, first) for first in range(min(workers, pieces))]:
-        done.result()
+    parts = _on_workers(objective, pieces, workers, piece)
     total = parts[0]
     for part in parts[1:]:
         total += part
@@ -136,21 +148,13 @@ def piece_rows(
 ) -> torch.Tensor:
     """``product(replica, x[a:b], y[a:b])`` for the calls of ``per_call`` points at a = 0, per_call, ..., on
     ``workers`` threads, concatenated in order: the same calls as in one thread."""
-    starts = list(range(0, len(x), per_call))
-    parts: list[torch.Tensor | None] = [None] * len(starts)
+    starts = range(0, len(x), per_call)
 
-    def run(first: int) -> None:
-        mine = _replica(objective)
-        for k in range(first, len(starts), workers):
-            a = starts[k]
-            parts[k] = product(mine, x[a : a + per_call], y[a : a + per_call])
+    def call(mine: Objective, k: int) -> torch.Tensor:
+        a = starts[k]
+        return product(mine, x[a : a + per_call], y[a : a + per_call])
 
-    for done in [_executor().submit(run, first) for first in range(min(workers, len(starts)))]:
-        done.result()
-    return torch.cat(parts)
-
-
-ColumnRun = Callable[[Objective, torch.Tensor, int], torch.Tensor]  # (replica, columns, group) -> result columns
+    return torch.cat(_on_workers(objective, len(starts), workers, call))
 
 
 def column_groups(objective: Objective, vectors: torch.Tensor, run: ColumnRun, workers: int) -> torch.Tensor:
@@ -158,16 +162,11 @@ def column_groups(objective: Objective, vectors: torch.Tensor, run: ColumnRun, w
     ``workers``) on ``workers`` threads, the results side by side in column order: for work whose columns
     are independent all the way through (LiSSA's recursions), with no barrier until the end."""
     groups = torch.arange(vectors.shape[1]).tensor_split(min(vectors.shape[1], PIECES_PER_CORE * cores()))
-    parts: list[torch.Tensor | None] = [None] * len(groups)
 
-    def work(first: int) -> None:
-        mine = _replica(objective)
-        for k in range(first, len(groups), workers):
-            parts[k] = run(mine, vectors[:, groups[k]], k)
+    def group(mine: Objective, k: int) -> torch.Tensor:
+        return run(mine, vectors[:, groups[k]], k)
 
-    for done in [_executor().submit(work, first) for first in range(min(workers, len(groups)))]:
-        done.result()
-    return torch.cat(parts, dim=1)
+    return torch.cat(_on_workers(objective, len(groups), workers, group), dim=1)
 
 
 def hessian_sum(

@@ -158,7 +158,7 @@ def _block_sum(
 
     total = None
     for _, x, y in source.chunks(source.read_size):
-        workers = chunk_threads.usable(objective, x)
+        workers = chunk_threads.usable(objective, x.device)
         if workers:
             part = chunk_threads.piece_sum(objective, x, y, product, workers, per_call)
         else:
@@ -203,7 +203,7 @@ def float64_matvec(hessian: _Curvature):
         total = torch.zeros_like(vectors)
         for _, x, y in source.chunks(source.read_size):
             x, y = x.double(), (y.double() if y.is_floating_point() else y)
-            workers = chunk_threads.usable(exact, x)
+            workers = chunk_threads.usable(exact, x.device)
             if workers:
                 total += chunk_threads.hessian_sum(exact, x, y, vectors, workers, len(x))
             else:

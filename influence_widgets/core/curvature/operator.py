@@ -130,7 +130,7 @@ class TrainingHessian:
         held in memory on the CPU (``chunk_threads.usable``), else 0."""
         if not isinstance(self.source, LocalSums) or self.source.data.streamed:
             return 0
-        return chunk_threads.usable(self.objective, torch.empty(0, device=self.device))
+        return chunk_threads.usable(self.objective, self.device)
 
     def gauss_newton(
         self,

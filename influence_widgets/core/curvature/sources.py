@@ -145,7 +145,7 @@ class LocalSums:
         per_call = self.points_per_call(vectors.shape[0], vectors.shape[1])
         total = torch.zeros_like(vectors)
         for _, x, y in self.data.chunks(max(self.chunk_size, per_call)):
-            workers = chunk_threads.usable(objective, x)
+            workers = chunk_threads.usable(objective, x.device)
             if workers:  # whole chunk sums on worker threads (see chunk_threads)
                 total += chunk_threads.hessian_sum(objective, x, y, vectors, workers, per_call)
             else:
