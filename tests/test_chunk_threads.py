@@ -3,6 +3,7 @@ in one thread, whatever the number of workers, with the caller's thread settings
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -34,7 +35,8 @@ def test_worker_threads_sum_the_same_products_as_one_thread_in_float64():
     assert torch.equal(two, four)  # the pieces do not depend on the workers
 
 
-def test_the_operator_uses_workers_inside_a_library_call_and_restores_the_callers_threads():
+@pytest.mark.parametrize("others", [0, 3], ids=["idle", "busy"])
+def test_the_operator_uses_workers_inside_a_library_call_and_restores_the_callers_threads(monkeypatch, others):
     ex = explainer(torch.float32)
     vectors = torch.randn(ex.n_params, 2)
     threads.set_thread_policy("fixed")
@@ -42,10 +44,15 @@ def test_the_operator_uses_workers_inside_a_library_call_and_restores_the_caller
         serial = ex.hessian.matvec(vectors)
     finally:
         threads.set_thread_policy("adaptive")
+    monkeypatch.setattr(threads, "busy_others", lambda: others)  # the load, fixed: the test reads it twice
     before = torch.get_num_threads()
+    own = min(before, threads.cores())
+    expected = 2 * own if own > 1 and others else own  # twice the user's threads while others are runnable
     with threads.thread_budget():
-        workers = threads.chunk_workers()
-        assert chunk_threads.usable(ex.objective, vectors.device) == (workers if workers > 1 else 0)
+        assert threads.chunk_workers() == expected
+        assert chunk_threads.usable(ex.objective, vectors.device) == (expected if expected > 1 else 0)
+        busy_only = expected if expected > 1 and others else 0
+        assert chunk_threads.usable(ex.objective, vectors.device, busy_only=True) == busy_only
         parallel = ex.hessian.matvec(vectors)
     assert torch.get_num_threads() == before
     assert torch.allclose(parallel, serial, rtol=1e-5, atol=1e-6)
