@@ -75,6 +75,12 @@ class Run:
 RUNS = [
     Run("ours kfac", "ours", {"solver": "kfac"}, "solver='kfac': true Fisher, exact expectation over labels", True),
     Run("ours ekfac", "ours", {"solver": "ekfac"}, "solver='ekfac': eigenvalue-corrected, exact expectation"),
+    Run(
+        "ours ekfac refit",
+        "ours",
+        {"solver": "ekfac", "options": {"basis_refits": 1}},
+        "solver='ekfac', basis_refits=1: the factor A refitted to the layer's block first (one more pass)",
+    ),
     Run("ours arnoldi", "ours", {"solver": "arnoldi"}, "solver='arnoldi': rank 64 (default), complement 1/shift"),
     Run(
         "Kronfluence EK-FAC",

@@ -121,6 +121,48 @@ def test_ekfac_eigenvalues_are_the_gauss_newton_diagonal_in_the_kronecker_basis_
         torch.testing.assert_close(f.corrected.reshape(-1), (basis.T @ block @ basis).diagonal(), rtol=1e-9, atol=1e-14)
 
 
+@pytest.mark.parametrize("refits", [1, 2])
+def test_ekfac_refits_its_factors_to_the_gauss_newton_block_for_conv_and_linear(refits):
+    """The last refitted factor is the Frobenius-best one given the other, against the Jacobian GN block F
+    (F4[o, c, p, d] = F[(o, c), (p, d)]): after 1 refit A = sum_op F4[o, :, p, :] G[o, p] / ||G||^2 with G
+    K-FAC's own; after 2, G = sum_cd F4[:, c, :, d] A[c, d] / ||A||^2. And the error ||F - G (x) A|| of the
+    refitted product is at most K-FAC's (each refit minimises it given the other factor)."""
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, stride=2), nn.Tanh(), nn.Flatten(), nn.Linear(27, 4)).double()
+    x, y = torch.randn(40, 2, 6, 6, dtype=torch.float64), torch.randint(0, 4, (40,))
+    options = EKFACOptions(basis_refits=refits)
+    ex = InfluenceExplainer(
+        model, cross_entropy_per_example, x, y, solver="ekfac", solver_options=options, progress=False, **SHIFT
+    )
+    kfac = InfluenceExplainer(model, cross_entropy_per_example, x, y, solver="kfac", progress=False, **SHIFT)
+    _, layers, _, factors, *_ = ex.solver.factors(ex.hessian)
+    _, _, _, kfac_factors, *_ = kfac.solver.factors(kfac.hessian)
+    assert ex.solver.training_passes == 2 + refits and f"{refits} refit pass" in ex.solver.approximation()
+    gn = gauss_newton(model, ex.objective.names, x, "cross_entropy")
+
+    def matrices(f):
+        return f.q_g @ torch.diag(f.lam_g) @ f.q_g.T, f.q_a @ torch.diag(f.lam_a) @ f.q_a.T
+
+    for layer, f, k in zip(layers, factors, kfac_factors):
+        out, cols = layer.shape
+        index = layer.index.reshape(-1)
+        block = gn[index][:, index]
+        f4 = block.reshape(out, cols, out, cols)
+        g, a = matrices(f)
+        g_kfac, a_kfac = matrices(k)
+        if refits == 1:
+            torch.testing.assert_close(g, g_kfac, rtol=1e-9, atol=1e-14)
+            best_a = torch.einsum("ocpd,op->cd", f4, g) / g.square().sum()
+            torch.testing.assert_close(a, best_a, rtol=1e-8, atol=1e-13)
+        else:
+            best_g = torch.einsum("ocpd,cd->op", f4, a) / a.square().sum()
+            torch.testing.assert_close(g, best_g, rtol=1e-8, atol=1e-13)
+        refitted_error = torch.linalg.norm(block - torch.kron(g, a))
+        assert refitted_error <= torch.linalg.norm(block - torch.kron(g_kfac, a_kfac)) * (1 + 1e-12)
+        basis = torch.kron(f.q_g, f.q_a)  # and S is F's diagonal in the refitted basis
+        torch.testing.assert_close(f.corrected.reshape(-1), (basis.T @ block @ basis).diagonal(), rtol=1e-9, atol=1e-14)
+
+
 def test_empirical_fisher_uses_the_given_labels(linear_regression):
     """fisher='empirical', one Linear layer: EK-FAC's eigenvalues are the diagonal of (1/n) sum g_i g_i^T (the
     per-example loss gradients with the given labels) in the Kronecker basis."""
@@ -252,6 +294,8 @@ def test_bad_options_are_refused_with_the_fix():
         KFACOptions(fisher="fisher")
     with pytest.raises(InfluenceInputError, match="mc_samples must be >= 1"):
         EKFACOptions(mc_samples=0)
+    with pytest.raises(InfluenceInputError, match=r"basis_refits must be >= 0 \(0: K-FAC's eigenbasis\)"):
+        EKFACOptions(basis_refits=-1)
     with pytest.raises(InfluenceInputError, match="chunk_size must be int"):
         KFACOptions(chunk_size="big")
     with pytest.raises(InfluenceInputError, match="leave mc_samples=None"):
@@ -352,7 +396,8 @@ def test_ekfac_end_to_end_on_the_digits_cnn_against_the_exact_solve():
 
 
 def test_ekfac_reuses_kfac_factors_from_the_shared_cache(digits_mlp):
-    """An EK-FAC solver finding K-FAC's factors (same key, fisher, samples, seed) in the cache makes one pass."""
+    """An EK-FAC solver finding K-FAC's factors (same key, fisher, samples, seed) in the cache makes only its
+    own passes: the correction (and, with basis_refits=1, the refit of A first)."""
     model, x, y, x_test, y_test = digits_mlp
     ex = InfluenceExplainer(model, cross_entropy_per_example, x, y, solver="kfac", progress=False, **SHIFT)
     ex.influence(x_test[:1], y_test[:1])
@@ -360,6 +405,10 @@ def test_ekfac_reuses_kfac_factors_from_the_shared_cache(digits_mlp):
     assert solver.work(ex.hessian, 1, len(x)).hvp_points == 10 * len(x)
     solver.solve(ex.hessian, torch.ones(ex.n_params, 1, dtype=torch.float64))
     assert solver.training_passes == 1
+    refitting = EKFACSolver(EKFACOptions(basis_refits=1), cache=ex.solver.cache)
+    assert refitting.work(ex.hessian, 1, len(x)).hvp_points == 2 * 10 * len(x)
+    refitting.solve(ex.hessian, torch.ones(ex.n_params, 1, dtype=torch.float64))
+    assert refitting.training_passes == 2
 
 
 def test_a_layer_called_twice_is_refused_and_leaves_no_hooks():

@@ -1,17 +1,30 @@
-"""EK-FAC: K-FAC's Kronecker eigenbasis with eigenvalues re-fitted to the per-example gradients
-(George et al. 2018).
+"""EK-FAC: a Kronecker eigenbasis per layer with eigenvalues re-fitted to the per-example gradients
+(George et al. 2018), optionally on Kronecker factors first refitted to the layer's Fisher block.
 
-Per Linear/Conv2d layer, with A = Q_A diag(lambda_A) Q_A^T and G = Q_G diag(lambda_G) Q_G^T the K-FAC factors
-(``kfac.py``, which defines the layers, the Fisher and its labels), EK-FAC replaces lambda_G lambda_A^T by
+Per Linear/Conv2d layer, with D_ir = sum_t g_irt abar_it^T [out, cols] the per-example gradient matrices (one
+per output-space vector r of ``kfac.output_vectors``, which defines the layers, the Fisher and its labels) and
+F = (1/n) sum_i sum_r vec(D_ir) vec(D_ir)^T the layer's Fisher block:
 
-    S = (1/n) sum_i sum_r (Q_G^T D_ir Q_A)^2   [out, cols],   D_ir = sum_t g_irt abar_it^T,
+1. the factors: K-FAC's A and G (``kfac.py``: expectations taken as if inputs and output gradients were
+   independent), then, with ``basis_refits=k`` (default 0, George et al.'s EK-FAC on K-FAC's eigenbasis), k
+   passes that refit them to F in turn, A first,
 
-the second moments of the per-example gradient matrices (one per output-space vector r of ``kfac.output_vectors``)
-in that basis: the diagonal of the layer's Fisher block there, which is the closest diagonal-in-basis fit
-(in Frobenius norm) of the block. Then x = Q_G [(Q_G^T V Q_A) / (S + shift)] Q_A^T with shift =
-weight_decay + damping. Two passes over the training set (factors, then S); the factors of a K-FAC solver
-with the same settings in the shared cache are reused for the first. Parameters outside such layers get
-K-FAC's diagonal fallback.
+       A <- (1/n) sum_{i,r} D_ir^T G D_ir / ||G||_F^2,   G <- (1/n) sum_{i,r} D_ir A D_ir^T / ||A||_F^2,
+
+   each the best factor in Frobenius norm given the other (the nearest-Kronecker-product iteration, Van Loan
+   & Pitsianis 1993): ||F - G (x) A|| never grows, so EK-FAC's error stays at most K-FAC's. The refit of A
+   weighs each point's inputs by the size of its output gradients, which K-FAC's independence ignores;
+2. with A = Q_A diag(lambda_A) Q_A^T and G = Q_G diag(lambda_G) Q_G^T, the eigenvalues lambda_G lambda_A^T are
+   replaced by
+
+       S = (1/n) sum_i sum_r (Q_G^T D_ir Q_A)^2   [out, cols],
+
+   the diagonal of F in that basis: its closest diagonal-in-basis fit (in Frobenius norm). Then
+   x = Q_G [(Q_G^T V Q_A) / (S + shift)] Q_A^T with shift = weight_decay + damping.
+
+Passes over the training set: 1 (K-FAC's factors; reused from the shared cache where a K-FAC solver with the
+same settings built them) + ``basis_refits`` + 1 (S). Parameters outside such layers get K-FAC's diagonal
+fallback.
 """
 
 from __future__ import annotations
@@ -22,13 +35,31 @@ from dataclasses import dataclass
 import torch
 
 from .kfac import KFACSolver, _LayerFactors
-from .kronecker_pass import KFACOptions, _Layer, _Problem, layer_chunks
+from .kronecker_pass import KFACOptions, _Chunk, _Layer, _Problem, layer_chunks
+from .options import _require
 
 
 @dataclass(frozen=True)
 class EKFACOptions(KFACOptions):
-    """K-FAC's options (``KFACOptions``: fisher, mc_samples, seed, chunk_size); the eigenvalue correction
-    uses the same Fisher (true or empirical) as the factors."""
+    """K-FAC's options (``KFACOptions``: fisher, mc_samples, seed, chunk_size); the refits and the eigenvalue
+    correction use the same Fisher (true or empirical) as the factors.
+
+    basis_refits: passes that refit the Kronecker factors to the layer's Fisher block before the correction,
+        alternating A (given G) and G (given A); 0 keeps K-FAC's eigenbasis (George et al. 2018). A closer
+        Frobenius fit is not always a closer inverse, so 0 is the default. Pearson of the scores, 0 -> 1
+        refit: the digits CNN (1,626 parameters, against the exact Hessian solve) 0.774 -> 0.783 (Spearman
+        0.419 -> 0.432); the tanh MLP 64-1000-1000-10 (against CG) 0.920 -> 0.931 (Spearman 0.684 -> 0.702);
+        a tanh MLP 64-12-10 (against the Gauss-Newton solve) 0.840 -> 0.817.
+    """
+
+    basis_refits: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(
+            self.basis_refits >= 0,
+            f"EKFACOptions.basis_refits must be >= 0 (0: K-FAC's eigenbasis), got {self.basis_refits}",
+        )
 
 
 def _rotated_second_moments(rotated_a: torch.Tensor, rotated_g: list[torch.Tensor]) -> torch.Tensor:
@@ -45,6 +76,28 @@ def _rotated_second_moments(rotated_a: torch.Tensor, rotated_g: list[torch.Tenso
     return total
 
 
+def _refit_sum(chunk: _Chunk, i: int, other: torch.Tensor, refit_inputs: bool) -> torch.Tensor:
+    """sum over the chunk's points and output vectors r of D_ir^T G D_ir (``refit_inputs``, with ``other`` = G)
+    or D_ir A D_ir^T (with ``other`` = A), D_ir = sum_t g_irt abar_it^T. With one position (a Linear layer)
+    D = g abar^T, so the sum is a weighted covariance: sum_i (sum_r g_ir^T G g_ir) abar_i abar_i^T, or
+    sum_i (abar_i^T A abar_i) sum_r g_ir g_ir^T."""
+    abar, grads = chunk.inputs[i], chunk.grads[i]
+    if abar.shape[1] == 1:
+        a = abar[:, 0]
+        if refit_inputs:
+            weights = sum(((g[:, 0] @ other) * g[:, 0]).sum(1) for g in grads)
+            return (a * weights.unsqueeze(1)).T @ a
+        weights = ((a @ other) * a).sum(1).unsqueeze(1)
+        return sum((g[:, 0] * weights).T @ g[:, 0] for g in grads)
+    total = 0
+    for g in grads:
+        d = torch.bmm(g.transpose(1, 2), abar)  # [b, out, cols]
+        total = total + (
+            torch.einsum("boc,bod->cd", d, other @ d) if refit_inputs else torch.einsum("boc,bpc->op", d @ other, d)
+        )
+    return total
+
+
 class EKFACSolver(KFACSolver):
     """x ~ H^-1 b with H ~ blockdiag_layers((Q_G (x) Q_A) diag(S) (Q_G (x) Q_A)^T) + diag(fallback)
     + (weight_decay + damping) I (EK-FAC).
@@ -56,17 +109,51 @@ class EKFACSolver(KFACSolver):
     """
 
     name = "ekfac"
-    passes_per_factorisation = 2
 
     def __init__(self, options: EKFACOptions | None = None, progress: bool = False, cache=None) -> None:
         super().__init__(options or EKFACOptions(), progress=progress, cache=cache)
+
+    @property
+    def passes_per_factorisation(self) -> int:  # K-FAC's factors, the refits, the correction
+        return 2 + self.options.basis_refits
+
+    def _key(self, problem: _Problem) -> tuple:
+        return (*super()._key(problem), self.options.basis_refits)
 
     def _kfac_key(self, problem: _Problem) -> tuple:
         opts = self.options
         return ("kfac factors", problem.key, opts.fisher, opts.mc_samples, opts.seed)
 
     def _passes_needed(self, problem: _Problem) -> int:
-        return 1 if self._kfac_key(problem) in self.cache else 2
+        return self.passes_per_factorisation - (1 if self._kfac_key(problem) in self.cache else 0)
+
+    def _refit(self, problem: _Problem, layers: list[_Layer], factors: list[_LayerFactors]) -> list[_LayerFactors]:
+        """``basis_refits`` passes, alternating A given G and G given A (see the module docstring)."""
+        a_mats = [f.q_a @ (f.lam_a.unsqueeze(1) * f.q_a.T) for f in factors]
+        g_mats = [f.q_g @ (f.lam_g.unsqueeze(1) * f.q_g.T) for f in factors]
+        n = len(problem.data)
+        for k in range(self.options.basis_refits):
+            refit_inputs = k % 2 == 0
+            others = g_mats if refit_inputs else a_mats
+            sums = [torch.zeros_like(a if refit_inputs else g) for a, g in zip(a_mats, g_mats)]
+            desc = f"ekfac: refit {'A' if refit_inputs else 'G'} ({k + 1}/{self.options.basis_refits})"
+            with closing(layer_chunks(self, problem, layers, desc)) as chunks:
+                for chunk in chunks:
+                    for i in range(len(layers)):
+                        sums[i] += _refit_sum(chunk, i, others[i], refit_inputs)
+            self.training_passes += 1
+            norms = [max(float(o.square().sum()), torch.finfo(torch.float64).tiny) for o in others]
+            refitted = [s / (n * norm) for s, norm in zip(sums, norms)]
+            if refit_inputs:
+                a_mats = refitted
+            else:
+                g_mats = refitted
+        out = []
+        for a, g in zip(a_mats, g_mats):
+            lam_a, q_a = torch.linalg.eigh((a + a.T) / 2)
+            lam_g, q_g = torch.linalg.eigh((g + g.T) / 2)
+            out.append(_LayerFactors(q_a, lam_a.clamp_min(0), q_g, lam_g.clamp_min(0)))
+        return out
 
     def _build(self, problem: _Problem, layers: list[_Layer], fallback: torch.Tensor):
         stored = self.cache.get(self._kfac_key(problem))
@@ -75,6 +162,8 @@ class EKFACSolver(KFACSolver):
             factors = [_LayerFactors(*entry) for entry in packed]
         else:
             factors, diagonal = self._kronecker_factors(problem, layers, fallback)
+        if self.options.basis_refits:
+            factors = self._refit(problem, layers, factors)
         sums = [torch.zeros(la.shape, dtype=torch.float64, device=problem.device) for la in layers]
         with closing(layer_chunks(self, problem, layers, "ekfac: eigenvalue correction")) as chunks:
             for chunk in chunks:
@@ -90,7 +179,13 @@ class EKFACSolver(KFACSolver):
 
     def approximation(self) -> str:
         fisher = super().approximation().split(" of ", 1)[1].split(": one Kronecker", 1)[0]
+        refits = self.options.basis_refits
+        basis = (
+            f"the eigenbasis of Kronecker factors refitted to the layer's block ({refits} refit pass(es))"
+            if refits
+            else "K-FAC's eigenbasis"
+        )
         return (
-            f"EK-FAC approximation of {fisher}: per Linear/Conv2d layer K-FAC's eigenbasis with eigenvalues "
+            f"EK-FAC approximation of {fisher}: per Linear/Conv2d layer {basis} with eigenvalues "
             "fitted to the per-example gradients, no blocks between layers, plus (weight_decay + damping) I"
         )
