@@ -79,7 +79,6 @@ class KFACSolver(SolverDefaults):
     """
 
     name = "kfac"
-    passes_per_factorisation = 1
 
     def __init__(
         self, options: KFACOptions | None = None, progress: bool = False, cache: KeyedCache | None = None
@@ -112,7 +111,7 @@ class KFACSolver(SolverDefaults):
         return self._outputs
 
     def work(self, operator: HessianOperator, n_rhs: int, n_train: int) -> SolverWork:
-        """Building the factors: ``passes_per_factorisation`` passes over the training set, each a forward
+        """Building the factors: ``_passes_needed`` passes over the training set (K-FAC: 1), each a forward
         and r backward passes per point (r = 1 empirical, ``mc_samples``, or the C outputs for the exact
         expectation), counted as r x n_train Hessian-vector-product points per pass (a backward pass costs
         about half a point-vector product: an upper estimate). Once cached: nothing but the solves.
@@ -129,7 +128,7 @@ class KFACSolver(SolverDefaults):
         return SolverWork(hvp_points=self._passes_needed(problem) * backprops * n_train, memory_bytes=memory)
 
     def _passes_needed(self, problem: _Problem) -> int:
-        return self.passes_per_factorisation
+        return 1
 
     # --------------------------------------------------------------- factors
 
