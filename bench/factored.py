@@ -74,12 +74,24 @@ class Run:
 
 RUNS = [
     Run("ours kfac", "ours", {"solver": "kfac"}, "solver='kfac': true Fisher, exact expectation over labels", True),
-    Run("ours ekfac", "ours", {"solver": "ekfac"}, "solver='ekfac': eigenvalue-corrected, exact expectation"),
     Run(
-        "ours ekfac refit",
+        "ours ekfac",
+        "ours",
+        {"solver": "ekfac"},
+        "solver='ekfac': eigenvalue-corrected, exact expectation; layers shared over positions (Conv2d) get their "
+        "factor A refitted to the layer's block first (default basis_refits=None; one more pass where any do)",
+    ),
+    Run(
+        "ours ekfac K-FAC basis",
+        "ours",
+        {"solver": "ekfac", "options": {"basis_refits": 0}},
+        "solver='ekfac', basis_refits=0: every layer on K-FAC's eigenbasis (George et al. 2018)",
+    ),
+    Run(
+        "ours ekfac refit all",
         "ours",
         {"solver": "ekfac", "options": {"basis_refits": 1}},
-        "solver='ekfac', basis_refits=1: the factor A refitted to the layer's block first (one more pass)",
+        "solver='ekfac', basis_refits=1: every layer's factor A refitted to its block first (one more pass)",
     ),
     Run("ours arnoldi", "ours", {"solver": "arnoldi"}, "solver='arnoldi': rank 64 (default), complement 1/shift"),
     Run(
