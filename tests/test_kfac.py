@@ -504,3 +504,25 @@ def test_a_streamed_dataset_gives_the_same_factors_as_tensors(digits_mlp):
     torch.testing.assert_close(
         streamed.influence(x_test, y_test), whole.influence(x_test, y_test), rtol=1e-9, atol=1e-12
     )
+
+
+@pytest.mark.parametrize("refit_inputs", [True, False])
+def test_both_orders_of_the_refit_sum_equal_its_definition(refit_inputs):
+    """The refit's sums over points and output vectors, sum D^T G D or sum D A D^T with D = sum_t g_t abar_t^T,
+    through each D and through position-by-position matrices (the order chosen for wide layers over few
+    positions), against the definition on random tensors: 7 points, 5 positions, 6 columns, 4 outputs, 2 vectors."""
+    from influence_widgets.core.solvers.ekfac import _refit_through_gradients, _refit_through_positions
+
+    generator = torch.Generator().manual_seed(6)
+    abar = torch.randn(7, 5, 6, dtype=torch.float64, generator=generator)
+    grads = [torch.randn(7, 5, 4, dtype=torch.float64, generator=generator) for _ in range(2)]
+    size = 4 if refit_inputs else 6
+    root = torch.randn(size, size, dtype=torch.float64, generator=generator)
+    other = root @ root.T
+    d = [torch.einsum("bto,btc->boc", g, abar) for g in grads]
+    expected = sum(
+        torch.einsum("boc,op,bpd->cd", m, other, m) if refit_inputs else torch.einsum("boc,cd,bpd->op", m, other, m)
+        for m in d
+    )
+    for refit in (_refit_through_gradients, _refit_through_positions):
+        torch.testing.assert_close(refit(abar, grads, other, refit_inputs), expected, rtol=1e-12, atol=1e-12)

@@ -1,5 +1,6 @@
 """EK-FAC: a Kronecker eigenbasis per layer with eigenvalues re-fitted to the per-example gradients
-(George et al. 2018), optionally on Kronecker factors first refitted to the layer's Fisher block.
+(George et al. 2018); for layers shared over positions (Conv2d), on Kronecker factors first refitted to the
+layer's Fisher block.
 
 Per Linear/Conv2d layer, with D_ir = sum_t g_irt abar_it^T [out, cols] the per-example gradient matrices (one
 per output-space vector r of ``kfac.output_vectors``, which defines the layers, the Fisher and its labels) and
@@ -26,8 +27,7 @@ F = (1/n) sum_i sum_r vec(D_ir) vec(D_ir)^T the layer's Fisher block:
 
 Passes over the training set: 1 (K-FAC's factors; reused from the shared cache where a K-FAC solver with the
 same settings built them) + the most refits of any layer (by default 1 where a layer is shared over positions,
-else 0) + 1 (S). Parameters outside such layers get K-FAC's diagonal
-fallback.
+else 0) + 1 (S). Parameters outside such layers get K-FAC's diagonal fallback.
 """
 
 from __future__ import annotations
@@ -84,17 +84,28 @@ def _rotated_second_moments(rotated_a: torch.Tensor, rotated_g: list[torch.Tenso
 
 def _refit_sum(chunk: _Chunk, i: int, other: torch.Tensor, refit_inputs: bool) -> torch.Tensor:
     """sum over the chunk's points and output vectors r of D_ir^T G D_ir (``refit_inputs``, with ``other`` = G)
-    or D_ir A D_ir^T (with ``other`` = A), D_ir = sum_t g_irt abar_it^T. With one position (a Linear layer)
-    D = g abar^T, so the sum is a weighted covariance: sum_i (sum_r g_ir^T G g_ir) abar_i abar_i^T, or
-    sum_i (abar_i^T A abar_i) sum_r g_ir g_ir^T."""
+    or D_ir A D_ir^T (with ``other`` = A), D_ir = sum_t g_irt abar_it^T, by the cheaper of two orders (equal in
+    exact arithmetic): through each D (``_refit_through_gradients``) or through position-by-position matrices
+    (``_refit_through_positions``), which never forms D and wins for wide layers over few positions."""
     abar, grads = chunk.inputs[i], chunk.grads[i]
-    if abar.shape[1] == 1:
+    if abar.shape[1] == 1:  # D = g abar^T: a weighted covariance
         a = abar[:, 0]
         if refit_inputs:
             weights = sum(((g[:, 0] @ other) * g[:, 0]).sum(1) for g in grads)
             return (a * weights.unsqueeze(1)).T @ a
         weights = ((a @ other) * a).sum(1).unsqueeze(1)
         return sum((g[:, 0] * weights).T @ g[:, 0] for g in grads)
+    t, cols, out = abar.shape[1], abar.shape[2], grads[0].shape[2]
+    through_gradients = out * cols * (t + out + cols)
+    through_positions = t * (out * out + t * out + t * cols + cols * cols)
+    refit = _refit_through_gradients if through_gradients <= through_positions else _refit_through_positions
+    return refit(abar, grads, other, refit_inputs)
+
+
+def _refit_through_gradients(
+    abar: torch.Tensor, grads: list[torch.Tensor], other: torch.Tensor, refit_inputs: bool
+) -> torch.Tensor:
+    """Forms each D [b, out, cols]: b out cols (T + out + cols) multiplications per output vector."""
     total = 0
     for g in grads:
         d = torch.bmm(g.transpose(1, 2), abar)  # [b, out, cols]
@@ -102,6 +113,21 @@ def _refit_sum(chunk: _Chunk, i: int, other: torch.Tensor, refit_inputs: bool) -
             torch.einsum("boc,bod->cd", d, other @ d) if refit_inputs else torch.einsum("boc,bpc->op", d @ other, d)
         )
     return total
+
+
+def _refit_through_positions(
+    abar: torch.Tensor, grads: list[torch.Tensor], other: torch.Tensor, refit_inputs: bool
+) -> torch.Tensor:
+    """D^T G D = abar^T (g G g^T) abar and D A D^T = g^T (abar A abar^T) g, with [b, T, T] matrices in the middle
+    (summed over the output vectors first when refitting A) and the sum over points as one product over b T rows."""
+    b, t, cols = abar.shape
+    if refit_inputs:
+        middle = sum(g @ other @ g.transpose(1, 2) for g in grads)  # [b, T, T]
+        left = (abar.transpose(1, 2) @ middle).permute(1, 0, 2).reshape(cols, b * t)
+        return left @ abar.reshape(b * t, cols)
+    middle = abar @ other @ abar.transpose(1, 2)  # [b, T, T]
+    out = grads[0].shape[2]
+    return sum((g.transpose(1, 2) @ middle).permute(1, 0, 2).reshape(out, b * t) @ g.reshape(b * t, out) for g in grads)
 
 
 class EKFACSolver(KFACSolver):

@@ -36,7 +36,7 @@ REGISTRY: dict[str, SolverEntry] = {
         SolverEntry("lissa", LissaSolver, LissaOptions, "LiSSA, stochastic estimation from minibatch products"),
         SolverEntry("arnoldi", ArnoldiSolver, ArnoldiOptions, "top-k eigenpairs (Lanczos), the rest as damping"),
         SolverEntry("kfac", KFACSolver, KFACOptions, "K-FAC, Kronecker-factored Fisher per Linear/Conv2d layer"),
-        SolverEntry("ekfac", EKFACSolver, EKFACOptions, "EK-FAC, K-FAC's eigenbasis with corrected eigenvalues"),
+        SolverEntry("ekfac", EKFACSolver, EKFACOptions, "EK-FAC, Kronecker eigenbases with corrected eigenvalues"),
     )
 }
 
