@@ -78,20 +78,14 @@ RUNS = [
         "ours ekfac",
         "ours",
         {"solver": "ekfac"},
-        "solver='ekfac': eigenvalue-corrected, exact expectation; layers shared over positions (Conv2d) get their "
-        "factor A refitted to the layer's block first (default basis_refits=None; one more pass where any do)",
+        "solver='ekfac': eigenvalue-corrected, exact expectation, factors refitted once to each layer's block "
+        "(default basis_refits=1)",
     ),
     Run(
         "ours ekfac K-FAC basis",
         "ours",
         {"solver": "ekfac", "options": {"basis_refits": 0}},
-        "solver='ekfac', basis_refits=0: every layer on K-FAC's eigenbasis (George et al. 2018)",
-    ),
-    Run(
-        "ours ekfac refit all",
-        "ours",
-        {"solver": "ekfac", "options": {"basis_refits": 1}},
-        "solver='ekfac', basis_refits=1: every layer's factor A refitted to its block first (one more pass)",
+        "solver='ekfac', basis_refits=0: K-FAC's eigenbasis (George et al. 2018), one pass fewer",
     ),
     Run("ours arnoldi", "ours", {"solver": "arnoldi"}, "solver='arnoldi': rank 64 (default), complement 1/shift"),
     Run(

@@ -121,13 +121,12 @@ def test_ekfac_eigenvalues_are_the_gauss_newton_diagonal_in_the_kronecker_basis_
         torch.testing.assert_close(f.corrected.reshape(-1), (basis.T @ block @ basis).diagonal(), rtol=1e-9, atol=1e-14)
 
 
-@pytest.mark.parametrize("refits", [None, 1, 2])
+@pytest.mark.parametrize("refits", [1, 2])
 def test_ekfac_refits_its_factors_to_the_gauss_newton_block_for_conv_and_linear(refits):
     """The last refitted factor is the Frobenius-best one given the other, against the Jacobian GN block F
     (F4[o, c, p, d] = F[(o, c), (p, d)]): after 1 refit A = sum_op F4[o, :, p, :] G[o, p] / ||G||^2 with G
     K-FAC's own; after 2, G = sum_cd F4[:, c, :, d] A[c, d] / ||A||^2. And the error ||F - G (x) A|| of the
-    refitted product is at most K-FAC's (each refit minimises it given the other factor). By default (None)
-    the Conv2d layer (9 output positions) gets 1 refit and the Linear layer keeps K-FAC's factors."""
+    refitted product is at most K-FAC's (each refit minimises it given the other factor)."""
     torch.manual_seed(2)
     model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, stride=2), nn.Tanh(), nn.Flatten(), nn.Linear(27, 4)).double()
     x, y = torch.randn(40, 2, 6, 6, dtype=torch.float64), torch.randint(0, 4, (40,))
@@ -138,23 +137,20 @@ def test_ekfac_refits_its_factors_to_the_gauss_newton_block_for_conv_and_linear(
     kfac = InfluenceExplainer(model, cross_entropy_per_example, x, y, solver="kfac", progress=False, **SHIFT)
     _, layers, _, factors, *_ = ex.solver.factors(ex.hessian)
     _, _, _, kfac_factors, *_ = kfac.solver.factors(kfac.hessian)
-    assert ex.solver.training_passes == 2 + (refits or 1)
-    assert f"{refits or 1} refit pass" in ex.solver.approximation()
+    assert ex.solver.training_passes == 2 + refits and f"{refits} refit pass" in ex.solver.approximation()
     gn = gauss_newton(model, ex.objective.names, x, "cross_entropy")
 
     def matrices(f):
         return f.q_g @ torch.diag(f.lam_g) @ f.q_g.T, f.q_a @ torch.diag(f.lam_a) @ f.q_a.T
 
-    for layer, f, k, layer_refits in zip(layers, factors, kfac_factors, [refits or 1, refits or 0]):
+    for layer, f, k in zip(layers, factors, kfac_factors):
         out, cols = layer.shape
         index = layer.index.reshape(-1)
         block = gn[index][:, index]
         f4 = block.reshape(out, cols, out, cols)
         g, a = matrices(f)
         g_kfac, a_kfac = matrices(k)
-        if layer_refits == 0:
-            torch.testing.assert_close((g, a), (g_kfac, a_kfac), rtol=1e-9, atol=1e-14)
-        elif layer_refits == 1:
+        if refits == 1:
             torch.testing.assert_close(g, g_kfac, rtol=1e-9, atol=1e-14)
             best_a = torch.einsum("ocpd,op->cd", f4, g) / g.square().sum()
             torch.testing.assert_close(a, best_a, rtol=1e-8, atol=1e-13)
@@ -165,48 +161,6 @@ def test_ekfac_refits_its_factors_to_the_gauss_newton_block_for_conv_and_linear(
         assert refitted_error <= torch.linalg.norm(block - torch.kron(g_kfac, a_kfac)) * (1 + 1e-12)
         basis = torch.kron(f.q_g, f.q_a)  # and S is F's diagonal in the refitted basis
         torch.testing.assert_close(f.corrected.reshape(-1), (basis.T @ block @ basis).diagonal(), rtol=1e-9, atol=1e-14)
-
-
-def test_ekfac_counts_the_positions_a_layer_is_shared_over_and_plans_its_passes():
-    """``layer_positions``: a Conv2d's output positions (6x6 -> 3x3 at stride 2: 9), a Linear over a sequence its
-    extra leading dimension (5), a Linear on [b, in] 1. The default refits layers shared over positions, so the
-    cost preview plans K-FAC's pass, one refit and the correction; a model of plain Linear layers plans two."""
-    from influence_widgets.core.solvers.kronecker_pass import find_layers, layer_positions, read_operator
-
-    class Sequence(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv, self.step, self.head = nn.Conv2d(2, 5, 3, padding=1, stride=2), nn.Linear(9, 3), nn.Linear(15, 4)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            h = torch.tanh(self.step(torch.tanh(self.conv(x)).flatten(2)))  # [b, 5 channels, 9] -> [b, 5, 3]
-            return self.head(h.flatten(1))
-
-    torch.manual_seed(4)
-    x, y = torch.randn(30, 2, 6, 6, dtype=torch.float64), torch.randint(0, 4, (30,))
-    ex = InfluenceExplainer(
-        Sequence().double(), cross_entropy_per_example, x, y, solver="ekfac", progress=False, **SHIFT
-    )
-    problem = read_operator(ex.hessian)
-    layers, _, _ = find_layers(problem.objective)
-    assert [layer.name for layer in layers] == ["conv", "step", "head"]
-    assert layer_positions(problem, layers) == [9, 5, 1]
-    assert not any(m._forward_hooks for m in ex.objective.module.modules())
-    assert ex.solver.refits_per_layer(problem, layers) == [1, 1, 0]
-    outputs = 4  # backward passes per point for the exact expectation
-    assert ex.solver.work(ex.hessian, 1, len(x)).hvp_points == 3 * outputs * len(x)
-    ex.solver.solve(ex.hessian, torch.ones(ex.n_params, 1, dtype=torch.float64))
-    assert ex.solver.training_passes == 3
-    plain = InfluenceExplainer(
-        nn.Sequential(nn.Flatten(), nn.Linear(72, 4)).double(),
-        cross_entropy_per_example,
-        x,
-        y,
-        solver="ekfac",
-        progress=False,
-        **SHIFT,
-    )
-    assert plain.solver.work(plain.hessian, 1, len(x)).hvp_points == 2 * outputs * len(x)
 
 
 def test_empirical_fisher_uses_the_given_labels(linear_regression):
@@ -228,11 +182,12 @@ def test_empirical_fisher_uses_the_given_labels(linear_regression):
 
 
 def test_ekfac_as_accurate_as_kfac_against_the_damped_gauss_newton_solve(digits_mlp):
-    """Small MLP on digits, cross-entropy. EK-FAC's eigenvalues are the best fit of each layer's Gauss-Newton
-    block in K-FAC's eigenbasis, so its Frobenius error is at most K-FAC's (a theorem, checked per layer).
-    The influence scores against -g_test^T (GN + shift I)^-1 g_i then agree about as well: measured Pearson
-    0.850 (K-FAC) and 0.840 (EK-FAC) here, EK-FAC ahead at damping 0.1 (0.949 vs 0.947); both drop the blocks
-    between layers, which costs more than the eigenvalues (0.93 against the block-diagonal GN solve)."""
+    """Small MLP on digits (64-12-10), cross-entropy. EK-FAC's eigenvalues are the best fit of each layer's
+    Gauss-Newton block in its Kronecker eigenbasis, K-FAC's (basis_refits=0) or refitted (the default), so its
+    Frobenius error is at most K-FAC's (a theorem, checked per layer). The influence scores against
+    -g_test^T (GN + shift I)^-1 g_i: measured Pearson 0.850 (K-FAC), 0.840 (EK-FAC on K-FAC's basis), and
+    0.817 at the default: on a model this small the refit is the worse basis (``auto`` picks the exact solve
+    here); all drop the blocks between layers, which costs more (0.93 against the block-diagonal GN solve)."""
     model, x, y, x_test, y_test = digits_mlp
     names = [n for n, _ in model.named_parameters()]
     gn = gauss_newton(model, names, x, "cross_entropy")
@@ -241,8 +196,17 @@ def test_ekfac_as_accurate_as_kfac_against_the_damped_gauss_newton_solve(digits_
     test = loss_gradients(model, names, cross_entropy_per_example, x_test, y_test)
     reference = -test @ torch.linalg.solve(damped, train.T)
     found, errors = {}, {}
-    for solver in ("kfac", "ekfac"):
-        ex = InfluenceExplainer(model, cross_entropy_per_example, x, y, solver=solver, progress=False, **SHIFT)
+    for solver, options in [("kfac", None), ("ekfac", EKFACOptions(basis_refits=0)), ("ekfac refit", None)]:
+        ex = InfluenceExplainer(
+            model,
+            cross_entropy_per_example,
+            x,
+            y,
+            solver=solver.split()[0],
+            solver_options=options,
+            progress=False,
+            **SHIFT,
+        )
         found[solver] = pearson(ex.influence(x_test, y_test), reference)
         _, layers, _, factors, *_ = ex.solver.factors(ex.hessian)
         errors[solver] = []
@@ -252,12 +216,13 @@ def test_ekfac_as_accurate_as_kfac_against_the_damped_gauss_newton_solve(digits_
             eigenvalues = torch.outer(f.lam_g, f.lam_a) if f.corrected is None else f.corrected
             approximation = basis @ torch.diag(eigenvalues.reshape(-1)) @ basis.T
             errors[solver].append(float(torch.linalg.norm(approximation - gn[index][:, index])))
-    assert all(e <= k * (1 + 1e-12) for e, k in zip(errors["ekfac"], errors["kfac"])), errors
+    for ekfac in ("ekfac", "ekfac refit"):
+        assert all(e <= k * (1 + 1e-12) for e, k in zip(errors[ekfac], errors["kfac"])), errors
     assert found["ekfac"] >= found["kfac"] - 0.02, found
     assert min(found.values()) > 0.8, found
 
 
-@pytest.mark.parametrize(("solver", "passes"), [("kfac", 1), ("ekfac", 2)])
+@pytest.mark.parametrize(("solver", "passes"), [("kfac", 1), ("ekfac", 3)])
 def test_factors_are_built_once_and_reused_for_new_points_and_another_damping(digits_mlp, solver, passes):
     model, x, y, x_test, y_test = digits_mlp
     ex = InfluenceExplainer(model, cross_entropy_per_example, x, y, solver=solver, progress=False, **SHIFT)
@@ -340,7 +305,7 @@ def test_bad_options_are_refused_with_the_fix():
         KFACOptions(fisher="fisher")
     with pytest.raises(InfluenceInputError, match="mc_samples must be >= 1"):
         EKFACOptions(mc_samples=0)
-    with pytest.raises(InfluenceInputError, match=r"basis_refits must be >= 0 \(0: K-FAC's eigenbasis\) or None"):
+    with pytest.raises(InfluenceInputError, match=r"basis_refits must be >= 0 \(0: K-FAC's eigenbasis\)"):
         EKFACOptions(basis_refits=-1)
     with pytest.raises(InfluenceInputError, match="chunk_size must be int"):
         KFACOptions(chunk_size="big")
@@ -407,8 +372,8 @@ def test_squared_loss_sampled_labels_are_gaussian(linear_regression):
 def test_ekfac_end_to_end_on_the_digits_cnn_against_the_exact_solve():
     """The demo CNN (1,626 parameters, two Conv2d and a Linear layer) on all digits, float64, damping 0.01:
     influence of 1,347 training points on 10 test points, EK-FAC (Gauss-Newton, block-diagonal) against
-    solver='exact' (the true Hessian). Measured: Pearson 0.779, Spearman 0.486 at the default (the Conv2d layers'
-    factors refitted once); 0.773, 0.476 with basis_refits=0 (K-FAC: 0.752, 0.448)."""
+    solver='exact' (the true Hessian). Measured: Pearson 0.773, Spearman 0.483 at the default (factors refitted
+    once); 0.773, 0.476 on K-FAC's basis (basis_refits=0); K-FAC 0.752, 0.448."""
     from scipy.stats import pearsonr, spearmanr
 
     from influence_widgets.data.zoo import train_digits_model
@@ -446,23 +411,23 @@ def test_ekfac_end_to_end_on_the_digits_cnn_against_the_exact_solve():
     print({s: f"Pearson {p:.3f}, Spearman {r:.3f}" for s, (p, r) in figures.items()})
     assert figures["ekfac"][0] > 0.7 and figures["ekfac"][1] > 0.4
     assert figures["ekfac"][0] >= figures["kfac"][0] - 0.02
-    assert figures["ekfac"][0] > figures["ekfac0"][0] and figures["ekfac"][1] > figures["ekfac0"][1]
+    assert figures["ekfac"][0] >= figures["ekfac0"][0] - 0.005 and figures["ekfac"][1] > figures["ekfac0"][1]
 
 
 def test_ekfac_reuses_kfac_factors_from_the_shared_cache(digits_mlp):
     """An EK-FAC solver finding K-FAC's factors (same key, fisher, samples, seed) in the cache makes only its
-    own passes: the correction (and, with basis_refits=1, the refit of A first)."""
+    own passes: the refit of A (default basis_refits=1) and the correction; with basis_refits=0 the correction."""
     model, x, y, x_test, y_test = digits_mlp
     ex = InfluenceExplainer(model, cross_entropy_per_example, x, y, solver="kfac", progress=False, **SHIFT)
     ex.influence(x_test[:1], y_test[:1])
     solver = EKFACSolver(cache=ex.solver.cache)
-    assert solver.work(ex.hessian, 1, len(x)).hvp_points == 10 * len(x)
+    assert solver.work(ex.hessian, 1, len(x)).hvp_points == 2 * 10 * len(x)
     solver.solve(ex.hessian, torch.ones(ex.n_params, 1, dtype=torch.float64))
-    assert solver.training_passes == 1
-    refitting = EKFACSolver(EKFACOptions(basis_refits=1), cache=ex.solver.cache)
-    assert refitting.work(ex.hessian, 1, len(x)).hvp_points == 2 * 10 * len(x)
-    refitting.solve(ex.hessian, torch.ones(ex.n_params, 1, dtype=torch.float64))
-    assert refitting.training_passes == 2
+    assert solver.training_passes == 2
+    george = EKFACSolver(EKFACOptions(basis_refits=0), cache=ex.solver.cache)
+    assert george.work(ex.hessian, 1, len(x)).hvp_points == 10 * len(x)
+    george.solve(ex.hessian, torch.ones(ex.n_params, 1, dtype=torch.float64))
+    assert george.training_passes == 1
 
 
 def test_a_layer_called_twice_is_refused_and_leaves_no_hooks():

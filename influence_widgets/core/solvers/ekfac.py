@@ -1,6 +1,5 @@
 """EK-FAC: a Kronecker eigenbasis per layer with eigenvalues re-fitted to the per-example gradients
-(George et al. 2018); for layers shared over positions (Conv2d), on Kronecker factors first refitted to the
-layer's Fisher block.
+(George et al. 2018), by default on Kronecker factors first refitted to the layer's Fisher block.
 
 Per Linear/Conv2d layer, with D_ir = sum_t g_irt abar_it^T [out, cols] the per-example gradient matrices (one
 per output-space vector r of ``kfac.output_vectors``, which defines the layers, the Fisher and its labels) and
@@ -8,8 +7,8 @@ F = (1/n) sum_i sum_r vec(D_ir) vec(D_ir)^T the layer's Fisher block:
 
 1. the factors: K-FAC's A and G (``kfac.py``: expectations taken as if inputs and output gradients were
    independent, and, for weights shared over positions t, as if the positions were too), then k passes that
-   refit them to F in turn, A first (``basis_refits``: by default k = 1 for layers shared over positions, a
-   Conv2d, and 0 for the others, which keep George et al.'s EK-FAC on K-FAC's eigenbasis),
+   refit them to F in turn, A first (``basis_refits``, default 1; 0 is George et al.'s EK-FAC on K-FAC's
+   eigenbasis),
 
        A <- (1/n) sum_{i,r} D_ir^T G D_ir / ||G||_F^2,   G <- (1/n) sum_{i,r} D_ir A D_ir^T / ||A||_F^2,
 
@@ -26,8 +25,7 @@ F = (1/n) sum_i sum_r vec(D_ir) vec(D_ir)^T the layer's Fisher block:
    x = Q_G [(Q_G^T V Q_A) / (S + shift)] Q_A^T with shift = weight_decay + damping.
 
 Passes over the training set: 1 (K-FAC's factors; reused from the shared cache where a K-FAC solver with the
-same settings built them) + the most refits of any layer (by default 1 where a layer is shared over positions,
-else 0) + 1 (S). Parameters outside such layers get K-FAC's diagonal fallback.
+same settings built them) + ``basis_refits`` + 1 (S). Parameters outside such layers get K-FAC's diagonal fallback.
 """
 
 from __future__ import annotations
@@ -38,7 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from .kfac import KFACSolver, _LayerFactors
-from .kronecker_pass import KFACOptions, _Chunk, _Layer, _Problem, find_layers, layer_chunks, layer_positions
+from .kronecker_pass import KFACOptions, _Chunk, _Layer, _Problem, layer_chunks
 from .options import _require
 
 
@@ -48,23 +46,22 @@ class EKFACOptions(KFACOptions):
     correction use the same Fisher (true or empirical) as the factors.
 
     basis_refits: passes that refit each layer's Kronecker factors to its Fisher block before the correction,
-        alternating A (given G) and G (given A); 0 keeps K-FAC's eigenbasis (George et al. 2018). None (the
-        default): 1 for layers whose weights are shared over positions (Conv2d; a Linear over a sequence) and
-        0 for the others. A closer Frobenius fit is not always a closer inverse; measured Pearson of the scores
-        against the exact Hessian solve, refits 0 -> 1: the digits CNN (1,626 parameters, 3 training seeds) on
-        its two Conv2d layers 0.774 / 0.763 / 0.788 -> 0.786 / 0.780 / 0.795, on its Linear layer too 0.783 /
-        0.777 / 0.791; on Linear layers alone a tanh MLP 64-12-10 0.861 -> 0.840 and 64-32-10 0.889 -> 0.877,
-        but the tanh MLP 64-1000-1000-10 (against CG) 0.920 -> 0.931.
+        alternating A (given G) and G (given A); 0 keeps K-FAC's eigenbasis (George et al. 2018). Measured, 0 -> 1
+        (Pearson of the scores over the training points; ``bench/factored.py`` and the README): the digits CNN
+        (1,626 parameters, against the exact Hessian solve) 0.786 -> 0.798, Spearman 0.405 -> 0.421,
+        leave-one-out R 0.895 -> 0.902; tanh MLPs on the digits against CG, 64-100-100-10 0.931 -> 0.939,
+        64-300-300-10 0.931 -> 0.939, 64-1000-1000-10 0.920 -> 0.931. A closer Frobenius fit is not always a
+        closer inverse: on a tanh MLP 64-12-10 (910 parameters, 300 points, where ``auto`` picks the exact
+        solve) 0.840 -> 0.817 against the Gauss-Newton solve.
     """
 
-    basis_refits: int | None = None
+    basis_refits: int = 1
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _require(
-            self.basis_refits is None or self.basis_refits >= 0,
-            f"EKFACOptions.basis_refits must be >= 0 (0: K-FAC's eigenbasis) or None (1 for layers shared over "
-            f"positions, 0 for the others), got {self.basis_refits}",
+            self.basis_refits >= 0,
+            f"EKFACOptions.basis_refits must be >= 0 (0: K-FAC's eigenbasis), got {self.basis_refits}",
         )
 
 
@@ -144,15 +141,6 @@ class EKFACSolver(KFACSolver):
 
     def __init__(self, options: EKFACOptions | None = None, progress: bool = False, cache=None) -> None:
         super().__init__(options or EKFACOptions(), progress=progress, cache=cache)
-        self._positions: dict = {}  # problem key -> each layer's positions (``layer_positions``)
-
-    def refits_per_layer(self, problem: _Problem, layers: list[_Layer]) -> list[int]:
-        """The refit passes each layer gets: ``basis_refits``, or (None) 1 where it is shared over positions."""
-        if self.options.basis_refits is not None:
-            return [self.options.basis_refits] * len(layers)
-        if problem.key not in self._positions:
-            self._positions[problem.key] = layer_positions(problem, layers)
-        return [1 if t > 1 else 0 for t in self._positions[problem.key]]
 
     def _key(self, problem: _Problem) -> tuple:
         return (*super()._key(problem), self.options.basis_refits)
@@ -162,35 +150,35 @@ class EKFACSolver(KFACSolver):
         return ("kfac factors", problem.key, opts.fisher, opts.mc_samples, opts.seed)
 
     def _passes_needed(self, problem: _Problem) -> int:  # K-FAC's factors (unless cached), the refits, S
-        refits = max(self.refits_per_layer(problem, find_layers(problem.objective)[0]), default=0)
-        return (0 if self._kfac_key(problem) in self.cache else 1) + refits + 1
+        return (0 if self._kfac_key(problem) in self.cache else 1) + self.options.basis_refits + 1
 
     def _refit(self, problem: _Problem, layers: list[_Layer], factors: list[_LayerFactors]) -> list[_LayerFactors]:
-        """Each layer's refit passes (``refits_per_layer``), alternating A given G and G given A (see the module
-        docstring); layers with none keep their factors."""
-        counts = self.refits_per_layer(problem, layers)
+        """``basis_refits`` passes, alternating A given G and G given A (see the module docstring)."""
         a_mats = [f.q_a @ (f.lam_a.unsqueeze(1) * f.q_a.T) for f in factors]
         g_mats = [f.q_g @ (f.lam_g.unsqueeze(1) * f.q_g.T) for f in factors]
         n = len(problem.data)
-        for k in range(max(counts, default=0)):
+        refits = self.options.basis_refits
+        for k in range(refits):
             refit_inputs = k % 2 == 0
-            active = [i for i, count in enumerate(counts) if count > k]
             others = g_mats if refit_inputs else a_mats
-            sums = {i: torch.zeros_like(a_mats[i] if refit_inputs else g_mats[i]) for i in active}
-            desc = f"ekfac: refit {'A' if refit_inputs else 'G'} ({k + 1}/{max(counts)})"
+            sums = [torch.zeros_like(a if refit_inputs else g) for a, g in zip(a_mats, g_mats)]
+            desc = f"ekfac: refit {'A' if refit_inputs else 'G'} ({k + 1}/{refits})"
             with closing(layer_chunks(self, problem, layers, desc)) as chunks:
                 for chunk in chunks:
-                    for i in active:
+                    for i in range(len(layers)):
                         sums[i] += _refit_sum(chunk, i, others[i], refit_inputs)
             self.training_passes += 1
-            for i in active:
-                norm = max(float(others[i].square().sum()), torch.finfo(torch.float64).tiny)
-                (a_mats if refit_inputs else g_mats)[i] = sums[i] / (n * norm)
-        out = list(factors)
-        for i in (i for i, count in enumerate(counts) if count):
-            lam_a, q_a = torch.linalg.eigh((a_mats[i] + a_mats[i].T) / 2)
-            lam_g, q_g = torch.linalg.eigh((g_mats[i] + g_mats[i].T) / 2)
-            out[i] = _LayerFactors(q_a, lam_a.clamp_min(0), q_g, lam_g.clamp_min(0))
+            norms = [max(float(o.square().sum()), torch.finfo(torch.float64).tiny) for o in others]
+            refitted = [s / (n * norm) for s, norm in zip(sums, norms)]
+            if refit_inputs:
+                a_mats = refitted
+            else:
+                g_mats = refitted
+        out = []
+        for a, g in zip(a_mats, g_mats):
+            lam_a, q_a = torch.linalg.eigh((a + a.T) / 2)
+            lam_g, q_g = torch.linalg.eigh((g + g.T) / 2)
+            out.append(_LayerFactors(q_a, lam_a.clamp_min(0), q_g, lam_g.clamp_min(0)))
         return out
 
     def _build(self, problem: _Problem, layers: list[_Layer], fallback: torch.Tensor):
@@ -200,7 +188,7 @@ class EKFACSolver(KFACSolver):
             factors = [_LayerFactors(*entry) for entry in packed]
         else:
             factors, diagonal = self._kronecker_factors(problem, layers, fallback)
-        if any(self.refits_per_layer(problem, layers)):
+        if self.options.basis_refits:
             factors = self._refit(problem, layers, factors)
         sums = [torch.zeros(la.shape, dtype=torch.float64, device=problem.device) for la in layers]
         with closing(layer_chunks(self, problem, layers, "ekfac: eigenvalue correction")) as chunks:
@@ -218,12 +206,7 @@ class EKFACSolver(KFACSolver):
     def approximation(self) -> str:
         fisher = super().approximation().split(" of ", 1)[1].split(": one Kronecker", 1)[0]
         refits = self.options.basis_refits
-        if refits is None:
-            basis = (
-                "the eigenbasis of Kronecker factors refitted to the layer's block (1 refit pass) where its weights "
-                "are shared over positions (Conv2d), else K-FAC's eigenbasis"
-            )
-        elif refits:
+        if refits:
             basis = f"the eigenbasis of Kronecker factors refitted to the layer's block ({refits} refit pass(es))"
         else:
             basis = "K-FAC's eigenbasis"

@@ -167,32 +167,6 @@ def factored_share(objective: Any) -> float:
     return sum(layer.index.numel() for layer in layers) / max(1, objective.size)
 
 
-def layer_positions(problem: _Problem, layers: list[_Layer]) -> list[int]:
-    """Per layer, the positions T its weights are shared over (Conv2d: the output's spatial size; Linear: the
-    extra leading dimensions of its input; 1 for a Linear on [b, in]), from a forward pass of one training point
-    with hooks removed in ``finally``."""
-    shapes: dict[int, int] = {}
-
-    def hook_for(position: int):
-        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            if isinstance(module, nn.Conv2d):
-                shapes[position] = math.prod(output.shape[2:])
-            else:
-                shapes[position] = inputs[0].numel() // (len(inputs[0]) * inputs[0].shape[-1])
-
-        return hook
-
-    handles = [layer.module.register_forward_hook(hook_for(i)) for i, layer in enumerate(layers)]
-    try:
-        _, x, _ = next(iter(problem.data.chunks(1)))
-        with torch.no_grad():
-            problem.objective.outputs(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return [shapes.get(i, 1) for i in range(len(layers))]
-
-
 def _inputs_and_grads(layer: _Layer, a: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """abar [b, T, cols] (inputs, unfolded for Conv2d, with the 1 for the bias) and g [b, T, out]."""
     module, b = layer.module, a.shape[0]
