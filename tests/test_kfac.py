@@ -491,3 +491,47 @@ def test_both_orders_of_the_refit_sum_equal_its_definition(refit_inputs):
     )
     for refit in (_refit_through_gradients, _refit_through_positions):
         torch.testing.assert_close(refit(abar, grads, other, refit_inputs), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:the parameters are NOT at a minimum")
+def test_a_chunk_holds_what_the_cost_preview_states_and_shrinks_to_chunk_bytes():
+    """``bytes_per_point``: a chunk's float64 layer inputs abar [b, T, cols] and output gradients [r][b, T, out] take
+    exactly the held part it predicts (Conv2d 6x6 -> 3x3: T = 9, cols 19, out 3; Linear: T = 1, cols 28, out 4;
+    r = 4 outputs). With ``chunk_bytes`` of 5 points the passes use chunks of 5, the preview states them, and the
+    scores equal those of the default chunks."""
+    from contextlib import closing
+
+    from influence_widgets.core.solvers.kronecker_pass import (
+        _Geometry,
+        bytes_per_point,
+        find_layers,
+        layer_chunks,
+        layer_geometry,
+        read_operator,
+    )
+
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, stride=2), nn.Tanh(), nn.Flatten(), nn.Linear(27, 4)).double()
+    x, y = torch.randn(40, 2, 6, 6, dtype=torch.float64), torch.randint(0, 4, (40,))
+    ex = InfluenceExplainer(model, cross_entropy_per_example, x, y, solver="ekfac", progress=False, **SHIFT)
+    problem = read_operator(ex.hessian)
+    layers, _, _ = find_layers(problem.objective)
+    geometry = layer_geometry(problem, layers)
+    assert geometry == [_Geometry(9, 19, 3), _Geometry(1, 28, 4)]
+    assert not any(m._forward_hooks for m in ex.objective.module.modules())
+    per_point = bytes_per_point(geometry, 4)
+    transient = 8 * 2 * 3 * 19
+    with closing(layer_chunks(ex.solver, problem, layers, "test")) as chunks:
+        chunk = next(chunks)
+    held = sum(a.numel() * a.element_size() for a in chunk.inputs)
+    held += sum(g.numel() * g.element_size() for grads in chunk.grads for g in grads)
+    assert len(chunk.x) == 40 and held == 40 * (per_point - transient)
+
+    options = EKFACOptions(chunk_bytes=5 * per_point + 1)
+    small = InfluenceExplainer(
+        model, cross_entropy_per_example, x, y, solver="ekfac", solver_options=options, progress=False, **SHIFT
+    )
+    assert small.solver.chunk_points(problem, layers) == 5
+    assert small.solver.work(small.hessian, 1, len(x)).memory_bytes["ekfac working chunk"] == 5 * per_point
+    assert ex.solver.work(ex.hessian, 1, len(x)).memory_bytes["ekfac working chunk"] == 40 * per_point
+    torch.testing.assert_close(small.influence(x[:3], y[:3]), ex.influence(x[:3], y[:3]), rtol=1e-9, atol=1e-12)

@@ -48,8 +48,11 @@ from .kronecker_pass import (
     KFACOptions,
     _Layer,
     _Problem,
+    bytes_per_point,
+    chunk_points,
     find_layers,
     layer_chunks,
+    layer_geometry,
     read_operator,
 )
 
@@ -89,6 +92,7 @@ class KFACSolver(SolverDefaults):
         self.training_passes = 0  # passes over the training set this solver has made (factors)
         self._negative_curvature = 0.0
         self._outputs: int | None = None
+        self._point_bytes: dict = {}  # problem key -> ``bytes_per_point`` of its layers
 
     # --------------------------------------------------------------- caching and cost
 
@@ -110,12 +114,23 @@ class KFACSolver(SolverDefaults):
                 self._outputs = int(problem.objective.outputs(x).numel())
         return self._outputs
 
+    def _bytes_per_point(self, problem: _Problem, layers: list[_Layer]) -> int:
+        if problem.key not in self._point_bytes:
+            vectors = self._backprops_per_point(problem)
+            self._point_bytes[problem.key] = bytes_per_point(layer_geometry(problem, layers), vectors)
+        return self._point_bytes[problem.key]
+
+    def chunk_points(self, problem: _Problem, layers: list[_Layer]) -> int:
+        """Training points per chunk of the factors' passes (``kronecker_pass.chunk_points``)."""
+        return chunk_points(self.options, self._bytes_per_point(problem, layers))
+
     def work(self, operator: HessianOperator, n_rhs: int, n_train: int) -> SolverWork:
         """Building the factors: ``_passes_needed`` passes over the training set (K-FAC: 1), each a forward
         and r backward passes per point (r = 1 empirical, ``mc_samples``, or the C outputs for the exact
         expectation), counted as r x n_train Hessian-vector-product points per pass (a backward pass costs
         about half a point-vector product: an upper estimate). Once cached: nothing but the solves.
-        ``memory_bytes``: the float64 eigenbases and eigenvalues (EK-FAC: its corrected eigenvalues too)."""
+        ``memory_bytes``: the float64 eigenbases and eigenvalues (EK-FAC: its corrected eigenvalues too), and,
+        while they are built, one chunk's layer inputs and output gradients (at most ``chunk_bytes``)."""
         problem = read_operator(operator)
         layers, fallback, _ = find_layers(problem.objective)
         floats = sum(
@@ -124,6 +139,8 @@ class KFACSolver(SolverDefaults):
         memory = {f"{self.name} factors": 8 * (floats + fallback.numel())}
         if self.holds_factors(operator):
             return SolverWork(memory_bytes=memory)
+        points = min(self.chunk_points(problem, layers), n_train)
+        memory[f"{self.name} working chunk"] = points * self._bytes_per_point(problem, layers)
         backprops = self._backprops_per_point(problem) + (1 if fallback.numel() else 0)
         return SolverWork(hvp_points=self._passes_needed(problem) * backprops * n_train, memory_bytes=memory)
 

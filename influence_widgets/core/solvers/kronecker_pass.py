@@ -36,13 +36,16 @@ class KFACOptions:
     mc_samples: with ``fisher="true"``: None takes the expectation over the labels exactly (one backward
         pass per model output and point); k >= 1 samples k labels per point (k backward passes), seeded.
     seed: the seed of the sampled labels.
-    chunk_size: training points per forward pass while the factors are built.
+    chunk_size: training points per forward pass while the factors are built, at most.
+    chunk_bytes: the most bytes one chunk's float64 layer inputs (unfolded for Conv2d) and output gradients may
+        take; the chunk shrinks below ``chunk_size`` to fit (``chunk_points``), and ``estimate_cost`` states it.
     """
 
     fisher: str = "true"
     mc_samples: int | None = None
     seed: int = 0
     chunk_size: int = 256
+    chunk_bytes: int = 512 * 2**20
 
     def __post_init__(self) -> None:
         _check_field_types(self)
@@ -53,6 +56,7 @@ class KFACOptions:
             f"{cls}.mc_samples must be >= 1 (or None: the exact expectation over labels), got {self.mc_samples}",
         )
         _require(self.chunk_size >= 1, f"{cls}.chunk_size must be >= 1, got {self.chunk_size}")
+        _require(self.chunk_bytes >= 1, f"{cls}.chunk_bytes must be >= 1, got {self.chunk_bytes}")
         _require(
             self.fisher == "true" or self.mc_samples is None,
             f"{cls}.mc_samples={self.mc_samples} samples labels for fisher='true'; fisher='empirical' uses the given "
@@ -165,6 +169,54 @@ def factored_share(objective: Any) -> float:
     """The share of the selected parameters that lie in Linear/Conv2d layers K-FAC and EK-FAC can factor."""
     layers, _, _ = find_layers(objective)
     return sum(layer.index.numel() for layer in layers) / max(1, objective.size)
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """A layer's positions T (Conv2d: output pixels; Linear: extra leading dimensions; else 1), input columns
+    (with the bias's 1) and outputs: the shapes of its per-point tensors abar [T, cols] and g [T, out]."""
+
+    positions: int
+    cols: int
+    out: int
+
+
+def layer_geometry(problem: _Problem, layers: list[_Layer]) -> list[_Geometry]:
+    """Each layer's ``_Geometry``, from a forward pass of one training point (hooks removed in ``finally``)."""
+    positions: dict[int, int] = {}
+
+    def hook_for(i: int):
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            if isinstance(module, nn.Conv2d):
+                positions[i] = math.prod(output.shape[2:])
+            else:
+                positions[i] = inputs[0].numel() // (len(inputs[0]) * inputs[0].shape[-1])
+
+        return hook
+
+    handles = [layer.module.register_forward_hook(hook_for(i)) for i, layer in enumerate(layers)]
+    try:
+        _, x, _ = next(iter(problem.data.chunks(1)))
+        with torch.no_grad():
+            problem.objective.outputs(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [_Geometry(positions.get(i, 1), layer.shape[1], layer.shape[0]) for i, layer in enumerate(layers)]
+
+
+def bytes_per_point(geometry: list[_Geometry], vectors: int) -> int:
+    """float64 bytes one training point adds to a chunk: every layer's abar [T, cols] and its ``vectors`` output
+    gradients [T, out], plus the largest layer's per-point gradient matrix D [out, cols] twice (EK-FAC's
+    correction and refit form it for layers over several positions, one layer at a time)."""
+    held = sum(g.positions * (g.cols + vectors * g.out) for g in geometry)
+    transient = max((2 * g.out * g.cols for g in geometry if g.positions > 1), default=0)
+    return 8 * (held + transient)
+
+
+def chunk_points(options: KFACOptions, per_point: int) -> int:
+    """Training points per chunk: ``chunk_size``, fewer where ``chunk_bytes`` would be exceeded (at least 1)."""
+    return max(1, min(options.chunk_size, options.chunk_bytes // max(1, per_point)))
 
 
 def _inputs_and_grads(layer: _Layer, a: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -291,7 +343,7 @@ def layer_chunks(solver: PassOwner, problem: _Problem, layers: list[_Layer], des
         return hook
 
     n = len(problem.data)
-    size = options.chunk_size
+    size = solver.chunk_points(problem, layers)
     handles = [layer.module.register_forward_hook(hook_for(i)) for i, layer in enumerate(layers)]
     kind: str | None = None
     try:
@@ -342,3 +394,5 @@ class PassOwner(Protocol):
     options: KFACOptions
     progress: bool
     _negative_curvature: float
+
+    def chunk_points(self, problem: _Problem, layers: list[_Layer]) -> int: ...
