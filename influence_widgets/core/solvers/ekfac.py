@@ -42,8 +42,8 @@ from .options import _require
 
 @dataclass(frozen=True)
 class EKFACOptions(KFACOptions):
-    """K-FAC's options (``KFACOptions``: fisher, mc_samples, seed, chunk_size); the refits and the eigenvalue
-    correction use the same Fisher (true or empirical) as the factors.
+    """K-FAC's options (``KFACOptions``: fisher, mc_samples, seed, chunk_size, chunk_bytes); the refits and the
+    eigenvalue correction use the same Fisher (true or empirical) as the factors.
 
     basis_refits: passes that refit each layer's Kronecker factors to its Fisher block before the correction,
         alternating A (given G) and G (given A); 0 keeps K-FAC's eigenbasis (George et al. 2018). Measured, 0 -> 1
@@ -131,10 +131,10 @@ class EKFACSolver(KFACSolver):
     """x ~ H^-1 b with H ~ blockdiag_layers((Q_G (x) Q_A) diag(S) (Q_G (x) Q_A)^T) + diag(fallback)
     + (weight_decay + damping) I (EK-FAC).
 
-    An approximation: no blocks between layers, each layer's block diagonal in K-FAC's eigenbasis with
-    eigenvalues fitted to the per-example gradients (at least as close to the block as K-FAC's, in Frobenius
-    norm), the Fisher / Gauss-Newton matrix in place of the Hessian. ``converged`` is True: the approximate
-    system is solved exactly.
+    An approximation: no blocks between layers, each layer's block diagonal in a Kronecker eigenbasis (of the
+    refitted factors, or K-FAC's with ``basis_refits=0``) with eigenvalues fitted to the per-example gradients
+    (at least as close to the block as K-FAC's, in Frobenius norm), the Fisher / Gauss-Newton matrix in place
+    of the Hessian. ``converged`` is True: the approximate system is solved exactly.
     """
 
     name = "ekfac"

@@ -23,12 +23,13 @@ Selected parameters outside such layers (a LayerNorm, an embedding, a grouped co
 fallback: the mean of their per-example gradients' squares (empirical, given labels) plus the shift; the
 diagnostics' warnings say so. A layer called more than once per forward pass (shared weights) is refused.
 
-Cost: one pass over the training set (EK-FAC: two), each a forward and r backward passes per point
-(r = the C outputs for the exact expectation, ``mc_samples``, or 1 for the empirical Fisher; prefer
-``mc_samples`` for models with many outputs), with r x (chunk points x positions x out) layer gradients
-held per chunk. The factors are float64 on the model's device, kept in the shared cache by (solver,
-operator key, fisher, mc_samples, seed): a new test point or another damping costs one pass of
-block-diagonal solves.
+Cost: one pass over the training set (EK-FAC: three by default), each a forward and r backward passes per
+point (r = the C outputs for the exact expectation, ``mc_samples``, or 1 for the empirical Fisher; prefer
+``mc_samples`` for models with many outputs), with each layer's float64 inputs (chunk points x positions x
+cols) and r x (chunk points x positions x out) layer gradients held per chunk: chunks shrink below
+``chunk_size`` to keep that under ``chunk_bytes``. The factors are float64 on the model's device, kept in the
+shared cache by (solver, operator key, fisher, mc_samples, seed): a new test point or another damping costs
+one pass of block-diagonal solves.
 """
 
 from __future__ import annotations
