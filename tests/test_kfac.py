@@ -519,19 +519,70 @@ def test_a_chunk_holds_what_the_cost_preview_states_and_shrinks_to_chunk_bytes()
     geometry = layer_geometry(problem, layers)
     assert geometry == [_Geometry(9, 19, 3), _Geometry(1, 28, 4)]
     assert not any(m._forward_hooks for m in ex.objective.module.modules())
-    per_point = bytes_per_point(geometry, 4)
-    transient = 8 * 2 * 3 * 19
+    per_point = bytes_per_point(geometry, 4, rotates=True, fallback_floats=0)
+    held_per_point = bytes_per_point(geometry, 4, rotates=False, fallback_floats=0)
+    assert per_point - held_per_point == 8 * (9 * (19 + 4 * 3) + 2 * 3 * 19)  # the conv layer's copies and D
     with closing(layer_chunks(ex.solver, problem, layers, "test")) as chunks:
         chunk = next(chunks)
     held = sum(a.numel() * a.element_size() for a in chunk.inputs)
     held += sum(g.numel() * g.element_size() for grads in chunk.grads for g in grads)
-    assert len(chunk.x) == 40 and held == 40 * (per_point - transient)
+    assert len(chunk.x) == 40 and held == 40 * held_per_point
 
     options = EKFACOptions(chunk_bytes=5 * per_point + 1)
     small = InfluenceExplainer(
         model, cross_entropy_per_example, x, y, solver="ekfac", solver_options=options, progress=False, **SHIFT
     )
     assert small.solver.chunk_points(problem, layers) == 5
+    with closing(layer_chunks(small.solver, problem, layers, "test")) as chunks:
+        assert [len(chunk.x) for chunk in chunks] == [5] * 8
     assert small.solver.work(small.hessian, 1, len(x)).memory_bytes["ekfac working chunk"] == 5 * per_point
     assert ex.solver.work(ex.hessian, 1, len(x)).memory_bytes["ekfac working chunk"] == 40 * per_point
     torch.testing.assert_close(small.influence(x[:3], y[:3]), ex.influence(x[:3], y[:3]), rtol=1e-9, atol=1e-12)
+
+
+class _FoldedLinear(nn.Module):
+    """A Linear applied to 5 rows of 9 per point, folded into the batch: [b, 45] -> [5 b, 9] -> [b, 20]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.step = nn.Linear(9, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.step(x.reshape(-1, 9)).reshape(len(x), -1)
+
+
+def test_layer_geometry_counts_rows_folded_into_the_batch():
+    """A Linear on [5 b, 9] holds 5 rows of abar per training point, as ``layer_chunks`` sees them."""
+    from contextlib import closing
+
+    from influence_widgets.core.solvers.kronecker_pass import find_layers, layer_chunks, layer_geometry, read_operator
+
+    torch.manual_seed(7)
+    x, y = torch.randn(12, 45, dtype=torch.float64), torch.randint(0, 20, (12,))
+    ex = InfluenceExplainer(_FoldedLinear().double(), cross_entropy_per_example, x, y, solver="kfac", progress=False)
+    problem = read_operator(ex.hessian)
+    layers, _, _ = find_layers(problem.objective)
+    assert [g.positions for g in layer_geometry(problem, layers)] == [5]
+    with closing(layer_chunks(ex.solver, problem, layers, "test")) as chunks:
+        assert next(chunks).inputs[0].shape == (60, 1, 10)  # 12 points x 5 rows, 9 inputs and the bias
+
+
+def test_the_refit_sum_takes_the_position_order_for_a_wide_layer_over_few_positions(monkeypatch):
+    """``_refit_sum`` on a layer over 2 positions with 50 inputs and outputs takes the position-by-position order
+    (the cheaper by far) and equals the definition."""
+    from influence_widgets.core.solvers import ekfac
+    from influence_widgets.core.solvers.kronecker_pass import _Chunk
+
+    generator = torch.Generator().manual_seed(8)
+    abar = torch.randn(3, 2, 50, dtype=torch.float64, generator=generator)
+    grads = [torch.randn(3, 2, 50, dtype=torch.float64, generator=generator) for _ in range(2)]
+    other = torch.eye(50, dtype=torch.float64) + 0.1
+    chunk = _Chunk(torch.zeros(3), torch.zeros(3), [abar], [grads])
+    taken = []
+    original = ekfac._refit_through_positions
+    monkeypatch.setattr(ekfac, "_refit_through_positions", lambda *args: taken.append(True) or original(*args))
+    found = ekfac._refit_sum(chunk, 0, other, True)
+    d = [torch.einsum("bto,btc->boc", g, abar) for g in grads]
+    expected = sum(torch.einsum("boc,op,bpd->cd", m, other, m) for m in d)
+    assert taken == [True]
+    torch.testing.assert_close(found, expected, rtol=1e-12, atol=1e-10)

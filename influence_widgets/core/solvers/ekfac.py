@@ -92,9 +92,9 @@ def _refit_sum(chunk: _Chunk, i: int, other: torch.Tensor, refit_inputs: bool) -
             return (a * weights.unsqueeze(1)).T @ a
         weights = ((a @ other) * a).sum(1).unsqueeze(1)
         return sum((g[:, 0] * weights).T @ g[:, 0] for g in grads)
-    t, cols, out = abar.shape[1], abar.shape[2], grads[0].shape[2]
-    through_gradients = out * cols * (t + out + cols)
-    through_positions = t * (out * out + t * out + t * cols + cols * cols)
+    t, cols, out, r = abar.shape[1], abar.shape[2], grads[0].shape[2], len(grads)
+    through_gradients = r * out * cols * (t + out + cols)
+    through_positions = r * t * (out * out + t * out) + t * (t * cols + cols * cols)  # abar's side once
     refit = _refit_through_gradients if through_gradients <= through_positions else _refit_through_positions
     return refit(abar, grads, other, refit_inputs)
 

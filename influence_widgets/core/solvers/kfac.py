@@ -92,7 +92,7 @@ class KFACSolver(SolverDefaults):
         self.cache = KeyedCache() if cache is None else cache
         self.training_passes = 0  # passes over the training set this solver has made (factors)
         self._negative_curvature = 0.0
-        self._outputs: int | None = None
+        self._outputs: dict = {}  # problem key -> the model's outputs per point
         self._point_bytes: dict = {}  # problem key -> ``bytes_per_point`` of its layers
 
     # --------------------------------------------------------------- caching and cost
@@ -109,16 +109,20 @@ class KFACSolver(SolverDefaults):
             return 1
         if self.options.mc_samples is not None:
             return self.options.mc_samples
-        if self._outputs is None:
+        if problem.key not in self._outputs:
             _, x, _ = next(iter(problem.data.chunks(1)))
             with torch.no_grad():
-                self._outputs = int(problem.objective.outputs(x).numel())
-        return self._outputs
+                self._outputs[problem.key] = int(problem.objective.outputs(x).numel())
+        return self._outputs[problem.key]
 
     def _bytes_per_point(self, problem: _Problem, layers: list[_Layer]) -> int:
         if problem.key not in self._point_bytes:
             vectors = self._backprops_per_point(problem)
-            self._point_bytes[problem.key] = bytes_per_point(layer_geometry(problem, layers), vectors)
+            _, fallback, _ = find_layers(problem.objective)
+            fallback_floats = problem.size if fallback.numel() else 0  # a point's gradient row, then its fallback
+            self._point_bytes[problem.key] = bytes_per_point(
+                layer_geometry(problem, layers), vectors, self.name == "ekfac", fallback_floats
+            )
         return self._point_bytes[problem.key]
 
     def chunk_points(self, problem: _Problem, layers: list[_Layer]) -> int:
@@ -131,7 +135,9 @@ class KFACSolver(SolverDefaults):
         expectation), counted as r x n_train Hessian-vector-product points per pass (a backward pass costs
         about half a point-vector product: an upper estimate). Once cached: nothing but the solves.
         ``memory_bytes``: the float64 eigenbases and eigenvalues (EK-FAC: its corrected eigenvalues too), and,
-        while they are built, one chunk's layer inputs and output gradients (at most ``chunk_bytes``)."""
+        while they are built, one chunk's layer inputs, output gradients and their working copies
+        (``bytes_per_point``, at most ``chunk_bytes`` unless one point exceeds it; the model's own activations
+        and graph for the chunk are not counted)."""
         problem = read_operator(operator)
         layers, fallback, _ = find_layers(problem.objective)
         floats = sum(

@@ -173,8 +173,9 @@ def factored_share(objective: Any) -> float:
 
 @dataclass(frozen=True)
 class _Geometry:
-    """A layer's positions T (Conv2d: output pixels; Linear: extra leading dimensions; else 1), input columns
-    (with the bias's 1) and outputs: the shapes of its per-point tensors abar [T, cols] and g [T, out]."""
+    """A layer's positions T per training point (Conv2d: output pixels; Linear: the rows of its input beyond one,
+    extra leading dimensions or a batch the model folds them into), input columns (with the bias's 1) and
+    outputs: the shapes of its per-point tensors abar [T, cols] and g [T, out]."""
 
     positions: int
     cols: int
@@ -188,9 +189,9 @@ def layer_geometry(problem: _Problem, layers: list[_Layer]) -> list[_Geometry]:
     def hook_for(i: int):
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
             if isinstance(module, nn.Conv2d):
-                positions[i] = math.prod(output.shape[2:])
+                positions[i] = output.numel() // module.out_channels
             else:
-                positions[i] = inputs[0].numel() // (len(inputs[0]) * inputs[0].shape[-1])
+                positions[i] = inputs[0].numel() // module.in_features
 
         return hook
 
@@ -205,35 +206,48 @@ def layer_geometry(problem: _Problem, layers: list[_Layer]) -> list[_Geometry]:
     return [_Geometry(positions.get(i, 1), layer.shape[1], layer.shape[0]) for i, layer in enumerate(layers)]
 
 
-def bytes_per_point(geometry: list[_Geometry], vectors: int) -> int:
+def bytes_per_point(geometry: list[_Geometry], vectors: int, rotates: bool, fallback_floats: int) -> int:
     """float64 bytes one training point adds to a chunk: every layer's abar [T, cols] and its ``vectors`` output
-    gradients [T, out], plus the largest layer's per-point gradient matrix D [out, cols] twice (EK-FAC's
-    correction and refit form it for layers over several positions, one layer at a time)."""
+    gradients [T, out], held for the chunk; with ``rotates`` (EK-FAC's refit and correction passes) one layer's
+    copies of those in its eigenbasis and, for a layer over several positions, its per-point gradient matrix
+    D [out, cols] twice (made one layer at a time, so the largest layer counts); and the ``fallback_floats`` of
+    each point's gradient row for the diagonal fallback."""
     held = sum(g.positions * (g.cols + vectors * g.out) for g in geometry)
-    transient = max((2 * g.out * g.cols for g in geometry if g.positions > 1), default=0)
-    return 8 * (held + transient)
+    transient = 0
+    if rotates:
+        transient = max(
+            g.positions * (g.cols + vectors * g.out) + (2 * g.out * g.cols if g.positions > 1 else 0) for g in geometry
+        )
+    return 8 * (held + transient + fallback_floats)
 
 
 def chunk_points(options: KFACOptions, per_point: int) -> int:
-    """Training points per chunk: ``chunk_size``, fewer where ``chunk_bytes`` would be exceeded (at least 1)."""
+    """Training points per chunk: ``chunk_size``, fewer where ``chunk_bytes`` would be exceeded; at least 1, even
+    where one point alone exceeds it."""
     return max(1, min(options.chunk_size, options.chunk_bytes // max(1, per_point)))
 
 
-def _inputs_and_grads(layer: _Layer, a: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """abar [b, T, cols] (inputs, unfolded for Conv2d, with the 1 for the bias) and g [b, T, out]."""
+def _layer_inputs(layer: _Layer, a: torch.Tensor) -> torch.Tensor:
+    """abar [b, T, cols]: the layer's inputs, unfolded for Conv2d, with the 1 for the bias, in float64."""
     module, b = layer.module, a.shape[0]
     if isinstance(module, nn.Conv2d):
         padding = 0 if module.padding == "valid" else module.padding
         a = F.unfold(a, module.kernel_size, dilation=module.dilation, padding=padding, stride=module.stride)
         a = a.transpose(1, 2)  # [b, T, in * kh * kw]
-        g = g.reshape(b, g.shape[1], -1).transpose(1, 2)  # [b, T, out]
     else:
         a = a.reshape(b, -1, a.shape[-1])
-        g = g.reshape(b, -1, g.shape[-1])
     parts = [a] if layer.has_weight else []
     if layer.has_bias:
         parts.append(torch.ones(*a.shape[:2], 1, dtype=a.dtype, device=a.device))
-    return torch.cat(parts, dim=2).to(torch.float64), g.to(torch.float64)
+    return torch.cat(parts, dim=2).to(torch.float64)
+
+
+def _layer_grads(layer: _Layer, g: torch.Tensor) -> torch.Tensor:
+    """g [b, T, out]: the gradient at the layer's output, positions second, in float64."""
+    b = g.shape[0]
+    if isinstance(layer.module, nn.Conv2d):
+        return g.reshape(b, g.shape[1], -1).transpose(1, 2).to(torch.float64)
+    return g.reshape(b, -1, g.shape[-1]).to(torch.float64)
 
 
 # ---------------------------------------------------------------------------------------------- output-space vectors
@@ -376,10 +390,9 @@ def layer_chunks(solver: PassOwner, problem: _Problem, layers: list[_Layer], des
                 )
                 for i, (layer, g) in enumerate(zip(layers, found)):
                     g = torch.zeros_like(outputs[i]) if g is None else g
-                    abar, gbar = _inputs_and_grads(layer, captured[i][0], g)
                     if r == 0:
-                        inputs.append(abar)
-                    grads[i].append(gbar)
+                        inputs.append(_layer_inputs(layer, captured[i][0]))
+                    grads[i].append(_layer_grads(layer, g))
             captured.clear()
             yield _Chunk(x, y, inputs, grads)
     finally:
