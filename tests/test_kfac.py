@@ -501,14 +501,8 @@ def test_a_chunk_holds_what_the_cost_preview_states_and_shrinks_to_chunk_bytes()
     scores equal those of the default chunks."""
     from contextlib import closing
 
-    from influence_widgets.core.solvers.kronecker_pass import (
-        _Geometry,
-        bytes_per_point,
-        find_layers,
-        layer_chunks,
-        layer_geometry,
-        read_operator,
-    )
+    from influence_widgets.core.solvers.kronecker_memory import _Geometry, bytes_per_point, layer_geometry
+    from influence_widgets.core.solvers.kronecker_pass import find_layers, layer_chunks, read_operator
 
     torch.manual_seed(3)
     model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, stride=2), nn.Tanh(), nn.Flatten(), nn.Linear(27, 4)).double()
@@ -555,7 +549,8 @@ def test_layer_geometry_counts_rows_folded_into_the_batch():
     """A Linear on [5 b, 9] holds 5 rows of abar per training point, as ``layer_chunks`` sees them."""
     from contextlib import closing
 
-    from influence_widgets.core.solvers.kronecker_pass import find_layers, layer_chunks, layer_geometry, read_operator
+    from influence_widgets.core.solvers.kronecker_memory import layer_geometry
+    from influence_widgets.core.solvers.kronecker_pass import find_layers, layer_chunks, read_operator
 
     torch.manual_seed(7)
     x, y = torch.randn(12, 45, dtype=torch.float64), torch.randint(0, 20, (12,))

@@ -44,16 +44,14 @@ from ..caches import KeyedCache
 from ..curvature import HessianOperator
 from ..errors import InfluenceInputError
 from .base import SolveDiagnostics, SolverDefaults, SolverWork
+from .kronecker_memory import bytes_per_point, chunk_points, layer_geometry
 from .kronecker_pass import (
     _SINGULAR_RELATIVE,
     KFACOptions,
     _Layer,
     _Problem,
-    bytes_per_point,
-    chunk_points,
     find_layers,
     layer_chunks,
-    layer_geometry,
     read_operator,
 )
 
